@@ -1,0 +1,140 @@
+"""Input validation shared by every operator and front end.
+
+Kernels receive only input that has passed these checks, so a fast kernel never sees a shape it would
+read out of bounds on. Every error names the argument, what was expected, what came, and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FLT_EPSILON",
+    "as_float_array",
+    "as_session_labels",
+    "as_sign_labels",
+    "check_lengths",
+    "check_same_shape",
+    "column_to_flat",
+    "compute_dtype",
+    "describe_values",
+]
+
+# Caffe2 compares labels with an absolute tolerance of float32's machine epsilon (2^-23), whatever the
+# dtype, so integer grades and their float32 copies tie the same way.
+FLT_EPSILON = float(np.finfo(np.float32).eps)
+
+
+def describe_values(values: np.ndarray, limit: int = 8) -> str:
+    flat = np.asarray(values).ravel()
+    shown = flat[:limit].tolist()
+    return f"{shown}{'...' if flat.size > limit else ''}"
+
+
+def _asarray(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch"):
+        msg = f"{name} must be a NumPy array here; got a torch.Tensor (use pairloss.nn.functional for torch)"
+        raise TypeError(msg)
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        msg = f"{name} must be array-like; got {type(value).__name__}"
+        raise TypeError(msg) from exc
+
+
+def as_float_array(name: str, value: npt.ArrayLike) -> np.ndarray:
+    """``value`` as an array of float16/float32/float64; integers and anything else raise TypeError."""
+    arr = _asarray(name, value)
+    if arr.dtype not in (np.float16, np.float32, np.float64):
+        msg = (f"{name} must be a float16, float32 or float64 array; got dtype={arr.dtype} "
+               f"(cast with .astype(np.float32))")
+        raise TypeError(msg)
+    return arr
+
+
+def compute_dtype(*dtypes: np.dtype) -> np.dtype:
+    """The dtype arithmetic runs in: at least float32, so float16 inputs do not lose the small terms."""
+    return np.result_type(np.float32, *dtypes)
+
+
+def check_same_shape(**arrays: np.ndarray) -> None:
+    """All arrays must have one shape; no broadcasting (a silent broadcast hides a batching bug)."""
+    shapes = {name: tuple(a.shape) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        listing = ", ".join(f"{n}: {s}" for n, s in shapes.items())
+        msg = f"inputs must have the same shape (no broadcasting); got {listing}"
+        raise ValueError(msg)
+
+
+def as_sign_labels(name: str, value: npt.ArrayLike) -> np.ndarray:
+    """Pair labels: integer or float values, each exactly -1 or +1."""
+    arr = _asarray(name, value)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)):
+        msg = f"{name} must be an integer or float array of -1/+1; got dtype={arr.dtype}"
+        raise TypeError(msg)
+    bad = (arr != 1) & (arr != -1)
+    if np.any(bad):
+        msg = (f"{name} must contain only -1 and +1 (+1: the first input should rank higher); "
+               f"got {describe_values(np.unique(arr[bad]))}")
+        raise ValueError(msg)
+    return arr
+
+
+def column_to_flat(name: str, arr: np.ndarray) -> np.ndarray:
+    """(N,), (N, 1), (N, 1, 1)... as a flat (N,) view; anything with a second non-unit axis raises."""
+    if arr.ndim == 0:
+        msg = f"{name} must have shape (N,) or (N, 1); got a 0-d array"
+        raise ValueError(msg)
+    if any(d != 1 for d in arr.shape[1:]):
+        msg = f"{name} must have shape (N,) or (N, 1) (one score per item); got shape {arr.shape}"
+        raise ValueError(msg)
+    return arr.reshape(arr.shape[0])
+
+
+def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.ndarray:
+    """Relevance labels as a flat float64 (N,) array: integer, float or bool, no NaN."""
+    arr = _asarray(name, value)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+            or arr.dtype == np.bool_):
+        msg = f"{name} must be an integer or float array; got dtype={arr.dtype}"
+        raise TypeError(msg)
+    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1):
+        msg = f"{name} must have shape (N,) or (N, 1); got shape {arr.shape}"
+        raise ValueError(msg)
+    if arr.shape[0] != n:
+        msg = f"{name} must have one entry per score: expected {n}; got {arr.shape[0]}"
+        raise ValueError(msg)
+    flat = arr.reshape(n).astype(np.float64)
+    if np.isnan(flat).any():
+        msg = f"{name} contain NaN at positions {describe_values(np.flatnonzero(np.isnan(flat)))}"
+        raise ValueError(msg)
+    return flat
+
+
+def check_lengths(value: npt.ArrayLike | None, n: int, name: str = "lengths") -> np.ndarray:
+    """Session sizes as an int64 (S,) array summing to ``n``; None means one session of all ``n`` items."""
+    if value is None:
+        return np.array([n], dtype=np.int64)
+    arr = _asarray(name, value)
+    if arr.ndim != 1:
+        msg = f"{name} must be 1-D (one size per session); got shape {arr.shape}"
+        raise ValueError(msg)
+    if (arr.size and not np.issubdtype(arr.dtype, np.integer)) or arr.dtype == np.bool_:
+        msg = f"{name} must be an integer array; got dtype={arr.dtype} (cast with .astype(np.int32))"
+        raise TypeError(msg)
+    lengths = arr.astype(np.int64)
+    if (lengths < 0).any():
+        msg = f"{name} must be non-negative; got {describe_values(lengths)}"
+        raise ValueError(msg)
+    total = int(lengths.sum())
+    if total != n:
+        msg = (f"{name} must sum to the number of scores N={n}; "
+               f"got sum({name})={total} ({name}={describe_values(lengths)})")
+        raise ValueError(msg)
+    return lengths
