@@ -23,16 +23,20 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Pairwise ranking operators and a learning-to-rank toolkit."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from pairloss import __version__
 
         typer.echo(f"pairloss {__version__}")
         raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Pairwise ranking operators and a learning-to-rank toolkit."""
 
 
 def _console() -> Console:
