@@ -64,7 +64,8 @@ def ops_command(
         return
     table = Table(title="pairloss operators")
     for column in ("operator", "inputs", "outputs", "args", "devices", "gradient op", "in-place", "ONNX"):
-        table.add_column(column, overflow="fold")
+        # operator names stay whole (users copy them); the other columns fold on narrow terminals
+        table.add_column(column, overflow="fold", no_wrap=column in ("operator", "gradient op"))
     for s in registry.all_schemas():
         grad = "(gradient op)" if s.is_gradient_op else ", ".join(registry.gradient_op_names(s.name)) or "-"
         table.add_row(
