@@ -1,0 +1,220 @@
+"""Torch scorers mapping item features ``(N, F)`` to ranking scores ``(N,)``.
+
+Every scorer carries a :class:`Standardizer` whose mean and standard deviation are *buffers*: they
+are fitted once on the training features, then travel with ``state_dict()`` so a checkpoint scores
+new data exactly like the model that was trained, without the training set at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+__all__ = ["MODELS", "LinearScorer", "MLPScorer", "Scorer", "Standardizer", "make_model"]
+
+
+def _check_n_features(n_features: object) -> int:
+    if not isinstance(n_features, int | np.integer) or isinstance(n_features, bool):
+        raise TypeError(f"n_features must be an int; got {type(n_features).__name__} {n_features!r}")
+    if n_features < 1:
+        raise ValueError(f"n_features must be >= 1; got {n_features}")
+    return int(n_features)
+
+
+class Standardizer(nn.Module):
+    """Per-feature ``(x - mean) / std`` with statistics stored as buffers.
+
+    Until :meth:`fit` is called it is the identity (mean 0, std 1).
+
+    Args:
+        n_features: Number of features.
+        eps: Standard deviations below this are replaced by 1, so constant columns (e.g. the unused
+            column 0 of a one-based LETOR file) are centred but not blown up by a near-zero divisor.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, n_features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.n_features = _check_n_features(n_features)
+        self.eps = float(eps)
+        self.register_buffer("mean", torch.zeros(self.n_features))
+        self.register_buffer("std", torch.ones(self.n_features))
+
+    def fit(self, features: npt.ArrayLike | torch.Tensor) -> Standardizer:
+        """Sets mean/std from training features (in place).
+
+        Args:
+            features: ``(N, F)`` training features, ``N >= 1``.
+
+        Returns:
+            ``self``.
+        """
+        if isinstance(features, torch.Tensor):
+            x = features.detach().cpu().double().numpy()
+        else:
+            x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features or x.shape[0] < 1:
+            raise ValueError(f"features must have shape (n_items >= 1, {self.n_features}); got {tuple(x.shape)}")
+        # float64 accumulation: float32 sums over millions of rows lose the digits that matter for std.
+        mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        std = np.where(std < self.eps, 1.0, std)
+        with torch.no_grad():
+            self.mean.copy_(torch.from_numpy(mean))
+            self.std.copy_(torch.from_numpy(std))
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardises ``(N, F)`` features."""
+        return (features - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}"
+
+
+class Scorer(nn.Module):
+    """Base class: standardise, then score each item independently.
+
+    Subclasses implement :meth:`score_standardized`.
+
+    Args:
+        n_features: Number of input features.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.n_features = _check_n_features(n_features)
+        self.standardizer = Standardizer(self.n_features)
+
+    def fit_standardizer(self, features: npt.ArrayLike | torch.Tensor) -> Scorer:
+        """Fits the input standardiser on training features; returns ``self``."""
+        self.standardizer.fit(features)
+        return self
+
+    def score_standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores standardised ``(N, F)`` features as ``(N,)``."""
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, F)`` features as ``(N,)``.
+
+        Args:
+            features: Floating tensor of shape ``(N, n_features)``; it is cast to the model's dtype.
+
+        Returns:
+            Scores of shape ``(N,)``.
+        """
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"features must be a torch.Tensor; got {type(features).__name__}")
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"features must have shape (N, {self.n_features}); got {tuple(features.shape)}")
+        if not features.is_floating_point():
+            raise TypeError(f"features must be a floating tensor; got dtype {features.dtype}")
+        x = features.to(self.standardizer.mean.dtype)
+        return self.score_standardized(self.standardizer(x))
+
+
+class LinearScorer(Scorer):
+    """Linear scorer ``w . standardize(x) + b``.
+
+    Args:
+        n_features: Number of input features.
+        bias: Learn a bias. Pairwise losses are shift-invariant, so it only matters for
+            pointwise objectives; it is on by default so the same class serves both.
+    """
+
+    def __init__(self, n_features: int, *, bias: bool = True) -> None:
+        super().__init__(n_features)
+        self.linear = nn.Linear(self.n_features, 1, bias=bias)
+
+    def score_standardized(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class MLPScorer(Scorer):
+    """Multi-layer perceptron scorer.
+
+    Args:
+        n_features: Number of input features.
+        hidden: Widths of the hidden layers (may be empty: then it is a linear scorer).
+        dropout: Dropout probability after each hidden activation, in ``[0, 1)``.
+        activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: Sequence[int] = (64, 32),
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(n_features)
+        if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence):
+            raise TypeError(f"hidden must be a sequence of ints; got {type(hidden).__name__} {hidden!r}")
+        for width in hidden:
+            if not isinstance(width, int | np.integer) or isinstance(width, bool) or width < 1:
+                raise ValueError(f"hidden must hold positive ints; got {list(hidden)!r}")
+        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a float in [0, 1); got {dropout!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}")
+        self.hidden = tuple(int(w) for w in hidden)
+        layers: list[nn.Module] = []
+        width_in = self.n_features
+        for width in self.hidden:
+            layers += [nn.Linear(width_in, width), _ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width_in = width
+        layers.append(nn.Linear(width_in, 1))
+        self.net = nn.Sequential(*layers)
+
+    def score_standardized(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+#: Model names accepted by :func:`make_model`.
+MODELS: dict[str, type[Scorer]] = {"linear": LinearScorer, "mlp": MLPScorer}
+
+
+def make_model(name: str, n_features: int, **kwargs: Any) -> Scorer:
+    """Builds a scorer by name.
+
+    Args:
+        name: A key of :data:`MODELS` (``"linear"`` or ``"mlp"``).
+        n_features: Number of input features.
+        **kwargs: Constructor arguments of the chosen class (e.g. ``hidden``, ``dropout``).
+
+    Returns:
+        The (untrained, unstandardised) scorer.
+
+    Raises:
+        ValueError: If ``name`` is unknown.
+        TypeError: If ``kwargs`` holds an argument the class does not take.
+
+    Example:
+        >>> make_model("mlp", 8, hidden=(4,))(torch.zeros(3, 8)).shape
+        torch.Size([3])
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str; got {type(name).__name__} {name!r}")
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
+    try:
+        return cls(n_features, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise TypeError(f"make_model({name!r}): {exc}") from None
+        raise
