@@ -1,0 +1,38 @@
+"""PyTorch front end: drop-in loss modules, functional forms, and every registry operator as a
+``torch.library`` custom op (``torch.ops.pairloss.*``).
+
+Importing this package registers the custom ops once (see :mod:`pairloss.nn._torch_ops`).
+
+Examples:
+    >>> import torch
+    >>> import pairloss.nn as pnn
+    >>> criterion = pnn.MarginRankingLoss(margin=0.1)      # drop-in for torch.nn.MarginRankingLoss
+    >>> criterion(torch.tensor([0.3]), torch.tensor([0.1]), torch.tensor([1.0]))
+    tensor(0.)
+    >>> print(pnn.torch_op("PairWiseLoss"))
+    pairloss.pairwise_loss.default
+"""
+
+from __future__ import annotations
+
+from pairloss.nn import functional
+from pairloss.nn._torch_ops import torch_op
+from pairloss.nn.modules import (
+    GradientReversal,
+    MarginRankingLoss,
+    NegateGradient,
+    Negative,
+    PairwiseHingeLoss,
+    PairwiseLogisticLoss,
+)
+
+__all__ = [
+    "GradientReversal",
+    "MarginRankingLoss",
+    "NegateGradient",
+    "Negative",
+    "PairwiseHingeLoss",
+    "PairwiseLogisticLoss",
+    "functional",
+    "torch_op",
+]
