@@ -245,6 +245,7 @@ def test_bad_training_inputs(toy, tmp_path: Path) -> None:
         ({"eval_metric": "auc"}, ValueError, "unknown metric 'auc'"),
         ({"metrics": ("ndcg@10", "p@5")}, ValueError, "unknown metric 'p@5'"),
         ({"standardize": 1}, TypeError, "standardize must be a bool"),
+        ({"gain": "log"}, ValueError, "gain must be one of exp2, linear"),
         ({"device": "gpu0"}, ValueError, "device must be a torch device string"),
     ],
 )
@@ -262,3 +263,23 @@ def test_config_round_trip() -> None:
     assert TrainConfig.from_dict(data) == cfg
     with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['learning_rate'\]"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_linear_gain_and_checkpoints_from_before_the_gain_field(toy, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, gain="linear", patience=None)
+    first = run(cfg, toy, tmp_path / "g")
+    _, valid, _ = toy
+    with torch.no_grad():
+        scores = first.model(torch.from_numpy(valid.features)).numpy()
+    assert first.best_metric == pytest.approx(
+        ndcg_at(scores, valid.labels, valid.lengths, 10, gain="linear", exclude_all_equal=True)
+    )
+    # A checkpoint written before TrainConfig had `gain` resumes as gain="exp2" (the default).
+    plain = run(TrainConfig(epochs=1, patience=None), toy, tmp_path / "old")
+    ckpt = torch.load(plain.checkpoint_path, weights_only=True)
+    del ckpt["config"]["gain"]
+    torch.save(ckpt, plain.checkpoint_path)
+    resumed = run(TrainConfig(epochs=2, patience=None), toy, tmp_path / "old", resume=True)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 2
+    with pytest.raises(ValueError, match="gain: 'exp2' -> 'linear'"):
+        run(TrainConfig(epochs=3, patience=None, gain="linear"), toy, tmp_path / "old", resume=True)

@@ -6,9 +6,12 @@ Submodules:
 * :mod:`pairloss.ltr.metrics`: NDCG@k, MAP, MRR, pairwise accuracy, :func:`evaluate`.
 * :mod:`pairloss.ltr.models`: torch scorers with a built-in feature standardiser.
 * :mod:`pairloss.ltr.train`: the training loop (checkpointing, early stopping, resume).
+* :mod:`pairloss.ltr.api`: what the ``pairloss train`` / ``evaluate`` / ``predict`` commands call.
+* :mod:`pairloss.ltr.distributed`: data-parallel training under ``torchrun``.
 """
 
 from ._toy_data import make_toy_dataset
+from .api import evaluate_model, predict_file, run_training
 from .data import RankingDataset, load, load_fold, load_lightgbm, load_svmlight
 from .metrics import evaluate, mean_average_precision, mrr, ndcg_at, pairwise_accuracy, parse_metric
 from .models import LinearScorer, MLPScorer, Scorer, Standardizer, make_model
@@ -23,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "evaluate",
+    "evaluate_model",
     "load",
     "load_fold",
     "load_lightgbm",
@@ -35,5 +39,7 @@ __all__ = [
     "ndcg_at",
     "pairwise_accuracy",
     "parse_metric",
+    "predict_file",
+    "run_training",
     "train",
 ]

@@ -5,15 +5,19 @@ of whole sessions, evaluates it on a validation set after every epoch, stops ear
 validation metric stops improving, and writes into ``out_dir``:
 
 * ``checkpoint.pt``: the state after the last finished epoch (model, optimizer, epoch, early-stopping
-  state, history, config, torch RNG state), rewritten atomically every epoch;
+  state, history, config), rewritten atomically every epoch;
 * ``best.pt``: the weights of the best epoch so far (see :func:`load_model`);
 * ``metrics.json``: config, per-epoch history and the best epoch's validation metrics;
 * ``curves.png``: training loss and validation metrics per epoch.
 
 **Resuming** (``resume=True``) continues from ``checkpoint.pt`` and produces bit-for-bit the result
-of an uninterrupted run: the batch order and the pair sampling of epoch ``e`` are drawn from a
-generator seeded with ``(seed, e)`` rather than from a running stream, so the only state to carry
-over is the torch RNG (dropout), which the checkpoint stores.
+of an uninterrupted run: the batch order of epoch ``e`` is drawn from a generator seeded with
+``(seed, e)``, and dropout and pair sampling from one seeded with ``(seed, e, rank)``, rather than
+from running streams, so no RNG state needs carrying over.
+
+**Distributed training**: when a ``torch.distributed`` process group with several ranks is
+initialised, :func:`train` trains data-parallel (each rank on its session shard, gradients summed
+exactly, rank 0 writing the files); see :mod:`pairloss.ltr.distributed`.
 
 **Losses** are looked up by name in ``pairloss.nn.functional`` when :func:`train` is called (see
 :data:`LOSSES`), or supplied with ``loss_fn``, which must have the signature of the named loss.
@@ -56,6 +60,7 @@ LOSSES: dict[str, str] = {
     "margin_ranking": "margin_ranking_loss",
 }
 OPTIMIZERS = ("adam", "sgd")
+GAINS = ("exp2", "linear")
 _CHECKPOINT_FORMAT = 1
 # Fields that may change between an interrupted run and its resumption without invalidating it.
 _RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta"})
@@ -102,6 +107,7 @@ class TrainConfig:
         metrics: Further validation metrics recorded in the history.
         exclude_all_equal: Leave sessions whose labels are all equal out of the validation
             metrics (they score 1 whatever the model does, which only compresses differences).
+        gain: NDCG gain of the validation metrics, ``"exp2"`` (``2**label - 1``) or ``"linear"``.
         standardize: Fit the model's feature standardiser on the training features.
         seed: Seed of the initialisation, batch order, pair sampling and dropout.
         device: Torch device, e.g. ``"cpu"`` or ``"cuda"``.
@@ -126,6 +132,7 @@ class TrainConfig:
     eval_metric: str = "ndcg@10"
     metrics: tuple[str, ...] = ("ndcg@10", "map", "mrr")
     exclude_all_equal: bool = True
+    gain: str = "exp2"
     standardize: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -142,6 +149,8 @@ class TrainConfig:
             _fail("model", f"one of {', '.join(MODELS)}", self.model)
         if self.optimizer not in OPTIMIZERS:
             _fail("optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
+        if self.gain not in GAINS:
+            _fail("gain", f"one of {', '.join(GAINS)}", self.gain)
         if not isinstance(self.hidden, tuple) or not all(_is_int(w) and w > 0 for w in self.hidden):
             _fail("hidden", "a tuple of positive ints", self.hidden)
         for name in ("dropout", "lr", "momentum", "margin", "l1", "l2", "min_delta"):
@@ -274,7 +283,11 @@ def resolve_loss(name: str) -> Callable[..., torch.Tensor]:
     return fn  # type: ignore[no-any-return]
 
 
-Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, RankingDataset, np.random.Generator], torch.Tensor]
+#: ``(scores, labels, lengths, batch, pair_rng) -> (mean loss, number of terms averaged)``; the count
+#: weights a rank's share of the global batch in distributed training.
+Objective = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, RankingDataset, np.random.Generator], tuple[torch.Tensor, int]
+]
 
 
 def _sample_pairs(batch: RankingDataset, max_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -296,11 +309,17 @@ def _sample_pairs(batch: RankingDataset, max_pairs: int, rng: np.random.Generato
 
 def _make_objective(config: TrainConfig, loss_fn: Callable[..., torch.Tensor] | None) -> Objective:
     fn = loss_fn if loss_fn is not None else resolve_loss(config.loss)
+    # Training batches hold only sessions with at least one pair, so the session losses' "mean"
+    # averages over all batch.n_sessions sessions.
     if config.loss == "pairwise_logistic":
-        return lambda scores, labels, lengths, batch, rng: fn(scores, labels, lengths, reduction="mean")
+        return lambda scores, labels, lengths, batch, rng: (
+            fn(scores, labels, lengths, reduction="mean"),
+            batch.n_sessions,
+        )
     if config.loss == "pairwise_hinge":
-        return lambda scores, labels, lengths, batch, rng: fn(
-            scores, labels, lengths, margin=config.margin, reduction="mean"
+        return lambda scores, labels, lengths, batch, rng: (
+            fn(scores, labels, lengths, margin=config.margin, reduction="mean"),
+            batch.n_sessions,
         )
 
     def margin_ranking(
@@ -309,12 +328,12 @@ def _make_objective(config: TrainConfig, loss_fn: Callable[..., torch.Tensor] | 
         lengths: torch.Tensor,
         batch: RankingDataset,
         rng: np.random.Generator,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, int]:
         first, second = _sample_pairs(batch, config.pairs_per_session, rng)
         i = torch.from_numpy(first).to(scores.device)
         j = torch.from_numpy(second).to(scores.device)
         target = torch.ones(i.shape[0], dtype=scores.dtype, device=scores.device)
-        return fn(scores[i], scores[j], target, margin=config.margin, reduction="mean")
+        return fn(scores[i], scores[j], target, margin=config.margin, reduction="mean"), int(i.shape[0])
 
     return margin_ranking
 
@@ -373,7 +392,9 @@ def _validate(
     model: Scorer, data: RankingDataset, config: TrainConfig, names: tuple[str, ...], device: torch.device
 ) -> dict[str, float]:
     scores = _predict(model, data.features, device)
-    return evaluate(scores, data.labels, data.lengths, names, exclude_all_equal=config.exclude_all_equal)
+    return evaluate(
+        scores, data.labels, data.lengths, names, exclude_all_equal=config.exclude_all_equal, gain=config.gain
+    )
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -465,6 +486,7 @@ def _check_inputs(
             valid_data.lengths,
             [config.eval_metric],
             exclude_all_equal=config.exclude_all_equal,
+            gain=config.gain,
         )
         if math.isnan(probe[config.eval_metric]):
             raise ValueError(
@@ -508,6 +530,11 @@ def train(
         on_epoch_end: Called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint is
             written.
 
+    Under an initialised ``torch.distributed`` process group of several ranks, every rank calls
+    :func:`train` with the same arguments (the full ``train_data``); each trains on its session
+    shard, gradients are summed across ranks, and only rank 0 writes to ``out_dir`` (see
+    :mod:`pairloss.ltr.distributed`). Every rank returns the same result.
+
     Returns:
         The :class:`TrainResult`.
 
@@ -518,10 +545,21 @@ def train(
     """
     _check_inputs(config, train_data, valid_data, loss_fn, on_epoch_end)
     device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config.device is {config.device!r} but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"config.device is {config.device!r} but CUDA is not available")
+        if device.index is None:  # "cuda" means the current device (set per rank by distributed runs)
+            device = torch.device("cuda", torch.cuda.current_device())
+    # Imported here, not at the top: `python -m pairloss.ltr.distributed` must be able to run that
+    # module as __main__ without the package having imported it first (runpy warns otherwise).
+    from .distributed import current_context
+
+    dist = current_context(device)
+    writer = dist is None or dist.is_main  # only rank 0 writes files and shows progress
+    rank = 0 if dist is None else dist.rank
     out = Path(os.fspath(out_dir))
-    out.mkdir(parents=True, exist_ok=True)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
     metrics_path, curves_path = out / "metrics.json", out / "curves.png"
 
@@ -530,9 +568,12 @@ def train(
     if used.size == 0:
         raise ValueError("train_data has no session with two different labels; a pairwise loss has no pair")
     train_used = train_data.subset(used)
+    # Distributed: this rank owns sessions rank, rank + W, ... of train_used; global session g is
+    # local session g // W. Batches are planned over all sessions, then each rank takes its part.
+    local = train_used if dist is None else train_used.shard(dist.rank, dist.world_size)
     names = tuple(dict.fromkeys((config.eval_metric, *config.metrics)))
     fingerprint = _fingerprint(train_data)
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    cuda_devices = [device.index] if device.type == "cuda" else []
 
     # fork_rng: seeding for reproducibility must not reset the caller's global RNG stream.
     with torch.random.fork_rng(devices=cuda_devices):
@@ -547,26 +588,41 @@ def train(
         best_metric: float | None = None
         history: list[dict[str, Any]] = []
         resumed_from: int | None = None
-        if resume and checkpoint_path.exists():
-            ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-            _check_resumable(ckpt, config, fingerprint, checkpoint_path)
+        ckpt: dict[str, Any] | None = None
+        problem: str | None = None
+        if resume and writer and checkpoint_path.exists():
+            try:
+                ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+                _check_resumable(ckpt, config, fingerprint, checkpoint_path)
+            except ValueError as exc:
+                problem = str(exc)
+        if dist is not None:
+            # Every rank must fail together (a lone failure would leave the others in a collective).
+            ckpt, problem = dist.broadcast_object((ckpt, problem) if resume else (None, None))
+        if problem is not None:
+            raise ValueError(problem)
+        if ckpt is not None:
             model.load_state_dict(ckpt["model_state"])
             optimizer.load_state_dict(ckpt["optimizer_state"])
             epoch, bad_epochs = ckpt["epoch"], ckpt["bad_epochs"]
             best_epoch, best_metric, history = ckpt["best_epoch"], ckpt["best_metric"], ckpt["history"]
-            torch.set_rng_state(ckpt["torch_rng_state"])
-            if cuda_devices and ckpt.get("cuda_rng_state") is not None:
-                torch.cuda.set_rng_state(ckpt["cuda_rng_state"], device)
             resumed_from = epoch
+        if dist is not None:
+            dist.broadcast_module(model)
+        params = [p for p in model.parameters() if p.requires_grad]
 
         stopped_early = config.patience is not None and bad_epochs >= config.patience
         stopped_early = stopped_early and 0 < epoch < config.epochs
-        with _progress_bar(progress) as bar:
+        with _progress_bar(progress and writer) as bar:
             while not stopped_early and epoch < config.epochs:
                 epoch += 1
                 started = time.perf_counter()
                 seed = _epoch_seed(config.seed, epoch)
-                pair_rng = np.random.default_rng(seed)
+                # Dropout and pair sampling: a fresh stream per (seed, epoch, rank), so resuming
+                # needs no RNG state and ranks draw independent masks.
+                stream = np.random.SeedSequence([config.seed, epoch, rank])
+                torch.manual_seed(int(stream.generate_state(1)[0]))
+                pair_rng = np.random.default_rng(stream)
                 # Only the index plan is materialised; each batch's rows are copied when it is used,
                 # so an epoch never holds a second copy of the training set.
                 plan = train_used._plan_batches(
@@ -578,27 +634,64 @@ def train(
                 task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=len(plan), info="")
                 model.train()
                 loss_sum, weight = 0.0, 0
-                for step, session_idx in enumerate(plan):
-                    batch = train_used._take_sessions(session_idx)
-                    x = torch.from_numpy(batch.features).to(device)
-                    y = torch.from_numpy(batch.labels).to(device)
-                    lengths = torch.from_numpy(batch.lengths).to(device)
-                    loss = objective(model(x), y, lengths, batch, pair_rng)
+                for step, global_idx in enumerate(plan):
+                    session_idx = global_idx
+                    if dist is not None:
+                        mine = global_idx % dist.world_size == dist.rank
+                        session_idx = global_idx[mine] // dist.world_size
+                    batch = local._take_sessions(session_idx)
+                    loss: torch.Tensor | None = None
+                    n_terms = 0
+                    if batch.n_sessions:
+                        x = torch.from_numpy(batch.features).to(device)
+                        y = torch.from_numpy(batch.labels).to(device)
+                        lengths = torch.from_numpy(batch.lengths).to(device)
+                        loss, n_terms = objective(model(x), y, lengths, batch, pair_rng)
                     penalty = _penalty(model, config.l1, config.l2)
-                    total = loss if penalty is None else loss + penalty
-                    if not torch.isfinite(total):
+                    bad = (loss is not None and not bool(torch.isfinite(loss))) or (
+                        penalty is not None and not bool(torch.isfinite(penalty))
+                    )
+                    share = 1.0
+                    if dist is not None:
+                        stats = torch.tensor([float(n_terms), float(bad)], dtype=torch.float64, device=device)
+                        dist.all_reduce_sum(stats)
+                        total_terms, bad = stats[0].item(), stats[1].item() > 0
+                        share = n_terms / total_terms if total_terms else 0.0
+                    if bad:
+                        value = (loss if loss is not None else 0.0) + (penalty if penalty is not None else 0.0)
+                        shown = (
+                            float(value.detach()) if isinstance(value, torch.Tensor) else "non-finite on another rank"
+                        )
                         raise FloatingPointError(
-                            f"loss became {total.item()} at epoch {epoch}, batch {step}; "
+                            f"loss became {shown} at epoch {epoch}, batch {step}; "
                             f"try a smaller learning rate (lr={config.lr})"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    total.backward()
+                    if loss is not None:
+                        (loss if dist is None else loss * share).backward()
+                    if dist is not None:
+                        # Sum of the ranks' share-weighted gradients = gradient of the global batch mean.
+                        dist.all_reduce_gradients(params)
+                    if penalty is not None:
+                        penalty.backward()  # after the reduction: the penalty counts once
                     optimizer.step()
-                    loss_sum += float(loss.detach()) * batch.n_sessions
-                    weight += batch.n_sessions
+                    if loss is not None:
+                        loss_sum += float(loss.detach()) * batch.n_sessions
+                        weight += batch.n_sessions
                     bar.advance(task)
+                if dist is not None:
+                    totals = dist.all_reduce_sum(
+                        torch.tensor([loss_sum, float(weight)], dtype=torch.float64, device=device)
+                    )
+                    loss_sum, weight = totals[0].item(), int(totals[1].item())
                 train_loss = loss_sum / weight
-                valid = _validate(model, valid_data, config, names, device) if valid_data is not None else {}
+                if dist is not None:
+                    dist.check_in_sync(model, f"in epoch {epoch}")
+                valid: dict[str, float] = {}
+                if valid_data is not None:
+                    valid = _validate(model, valid_data, config, names, device) if writer else {}
+                    if dist is not None:
+                        valid = dist.broadcast_object(valid)
                 current = valid.get(config.eval_metric)
                 if (
                     current is not None
@@ -606,7 +699,8 @@ def train(
                     and (best_metric is None or current > best_metric + config.min_delta)
                 ):
                     best_epoch, best_metric, bad_epochs = epoch, current, 0
-                    _save_best(best_path, model, config, epoch, current)
+                    if writer:
+                        _save_best(best_path, model, config, epoch, current)
                 elif valid_data is not None:
                     bad_epochs += 1
                 record = {
@@ -620,21 +714,20 @@ def train(
                     f"  {config.eval_metric} {current:.4f}" if current is not None else ""
                 )
                 bar.update(task, info=info)
-                ckpt = {
-                    "format": _CHECKPOINT_FORMAT,
-                    "epoch": epoch,
-                    "config": config.to_dict(),
-                    "train_fingerprint": fingerprint,
-                    "model_state": model.state_dict(),
-                    "optimizer_state": optimizer.state_dict(),
-                    "best_epoch": best_epoch,
-                    "best_metric": best_metric,
-                    "bad_epochs": bad_epochs,
-                    "history": history,
-                    "torch_rng_state": torch.get_rng_state(),
-                    "cuda_rng_state": torch.cuda.get_rng_state(device) if cuda_devices else None,
-                }
-                _atomic_write(checkpoint_path, lambda f, c=ckpt: torch.save(c, f))
+                if writer:
+                    state = {
+                        "format": _CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "config": config.to_dict(),
+                        "train_fingerprint": fingerprint,
+                        "model_state": model.state_dict(),
+                        "optimizer_state": optimizer.state_dict(),
+                        "best_epoch": best_epoch,
+                        "best_metric": best_metric,
+                        "bad_epochs": bad_epochs,
+                        "history": history,
+                    }
+                    _atomic_write(checkpoint_path, lambda f, c=state: torch.save(c, f))
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
                 stopped_early = config.patience is not None and bad_epochs >= config.patience
@@ -643,30 +736,37 @@ def train(
     if valid_data is None or best_epoch is None:
         # Nothing to select on: the final weights are the result.
         best_epoch, best_metric = epoch, None
-        _save_best(best_path, model, config, epoch, None)
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model_state"])
+        if writer:
+            _save_best(best_path, model, config, epoch, None)
+    best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model_state"] if writer else None
+    if dist is not None:
+        best_state = dist.broadcast_object(best_state)
+    model.load_state_dict(best_state)
     model.eval()
     best_valid = history[best_epoch - 1]["valid"] if history else {}
-    summary = {
-        "config": config.to_dict(),
-        "eval_metric": config.eval_metric,
-        "best_epoch": best_epoch,
-        "best_metric": best_metric,
-        "best_valid": best_valid,
-        "epochs_run": epoch,
-        "stopped_early": stopped_early,
-        "resumed_from_epoch": resumed_from,
-        "train_sessions": {
-            "total": train_data.n_sessions,
-            "used": int(used.size),
-            "skipped_without_pairs": train_data.n_sessions - int(used.size),
-        },
-        "history": history,
-    }
-    text = json.dumps(_json_safe(summary), indent=2)
-    _atomic_write(metrics_path, lambda f: f.write(text.encode()))
-    _plot_curves(history, names if valid_data is not None else (), best_epoch, curves_path)
+    if writer:
+        summary = {
+            "config": config.to_dict(),
+            "eval_metric": config.eval_metric,
+            "best_epoch": best_epoch,
+            "best_metric": best_metric,
+            "best_valid": best_valid,
+            "epochs_run": epoch,
+            "stopped_early": stopped_early,
+            "resumed_from_epoch": resumed_from,
+            "world_size": 1 if dist is None else dist.world_size,
+            "train_sessions": {
+                "total": train_data.n_sessions,
+                "used": int(used.size),
+                "skipped_without_pairs": train_data.n_sessions - int(used.size),
+            },
+            "history": history,
+        }
+        text = json.dumps(_json_safe(summary), indent=2)
+        _atomic_write(metrics_path, lambda f: f.write(text.encode()))
+        _plot_curves(history, names if valid_data is not None else (), best_epoch, curves_path)
+    if dist is not None:
+        dist.barrier()  # every rank returns only once rank 0's files are complete
     return TrainResult(
         model=model,
         best_epoch=best_epoch,
@@ -699,8 +799,9 @@ def _save_best(path: Path, model: Scorer, config: TrainConfig, epoch: int, metri
 def _check_resumable(ckpt: Mapping[str, Any], config: TrainConfig, fingerprint: str, path: Path) -> None:
     if ckpt.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r}")
-    saved = ckpt["config"]
     current = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    saved = {**{k: v for k, v in defaults.items() if k not in ckpt["config"]}, **ckpt["config"]}
     differing = sorted(
         k for k in set(saved) | set(current) if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)
     )
@@ -724,11 +825,20 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     Returns:
         The scorer in eval mode, standardiser included.
     """
-    state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model: no such file: {os.fspath(path)}")
+    not_ours = f"{os.fspath(path)} is not a checkpoint written by pairloss.ltr.train"
+    try:
+        state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: the file is not a checkpoint
+        raise ValueError(f"{not_ours} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not isinstance(state, dict) or "config" not in state or "model_state" not in state:
-        raise ValueError(f"{path} is not a checkpoint written by pairloss.ltr.train")
-    config = TrainConfig.from_dict(state["config"])
-    n_features = int(state["model_state"]["standardizer.mean"].shape[0])
-    model = make_model(config.model, n_features, **config.model_kwargs())
-    model.load_state_dict(state["model_state"])
+        raise ValueError(not_ours)
+    try:
+        config = TrainConfig.from_dict(state["config"])
+        n_features = int(state["model_state"]["standardizer.mean"].shape[0])
+        model = make_model(config.model, n_features, **config.model_kwargs())
+        model.load_state_dict(state["model_state"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{not_ours} or is damaged: {exc}") from exc
     return model.to(map_location).eval()

@@ -1,0 +1,276 @@
+"""The learning-to-rank commands (train / evaluate / predict) driven through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import dump_svmlight_file
+from typer.testing import CliRunner
+
+from pairloss.cli import app, train_command
+from pairloss.ltr import RankingDataset, load_model, make_toy_dataset
+from pairloss.ltr.api import REPORT_METRICS
+from pairloss.ltr.metrics import evaluate
+from pairloss.ltr.train import TrainConfig
+
+runner = CliRunner()
+ltr_train = importlib.import_module("pairloss.ltr.train")  # the module (pairloss.ltr.train is also a function)
+QUICK = ["--epochs", "2", "--no-progress"]
+
+
+def write_svmlight(data: RankingDataset, path: Path) -> Path:
+    dump_svmlight_file(data.features, data.labels, str(path), zero_based=True, query_id=data.qids)
+    return path
+
+
+def write_lightgbm(data: RankingDataset, path: Path) -> Path:
+    dump_svmlight_file(data.features, data.labels, str(path), zero_based=True)
+    Path(f"{path}.query").write_text("".join(f"{n}\n" for n in data.lengths.tolist()))
+    return path
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def toy() -> tuple[RankingDataset, RankingDataset, RankingDataset]:
+    return make_toy_dataset()  # what `pairloss train` uses without --data
+
+
+@pytest.fixture(scope="module")
+def toy_files(toy, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("toy")
+    train, valid, test = toy
+    return {
+        "train": write_svmlight(train, root / "train.svm"),
+        "valid": write_svmlight(valid, root / "valid.svm"),
+        "test": write_lightgbm(test, root / "test.lgb"),  # LightGBM layout: test.lgb + test.lgb.query
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("run") / "toy"
+    result = invoke("train", *QUICK, "--epochs", "3", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_train_without_arguments_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/20" in result.output  # the progress bar
+    for label in ("NDCG@1 ", "NDCG@3 ", "NDCG@5 ", "NDCG@10", "MAP", "MRR"):
+        assert label in result.output
+    assert "Test metrics on built-in synthetic data" in result.output
+    (run,) = (tmp_path / "runs").iterdir()  # runs/<timestamp>
+    assert {p.name for p in run.iterdir()} == {"best.pt", "checkpoint.pt", "metrics.json", "curves.png"}
+    summary = json.loads((run / "metrics.json").read_text())
+    assert list(summary["test"]) == list(REPORT_METRICS)
+    assert summary["test"]["ndcg@10"] > 0.85  # a linear scorer learns the toy data within seconds
+    assert f"{summary['test']['ndcg@10']:.4f}" in result.output
+
+
+def test_train_report_matches_the_model_and_evaluate(trained_run, toy, toy_files, tmp_path: Path) -> None:
+    out, output = trained_run
+    summary = json.loads((out / "metrics.json").read_text())
+    assert f"{summary['test']['ndcg@10']:.4f}" in output
+    _, _, test = toy
+    model = load_model(out / "best.pt")
+    with torch.no_grad():
+        scores = model(torch.from_numpy(test.features)).double().numpy()
+    expected = evaluate(scores, test.labels, test.lengths, REPORT_METRICS, exclude_all_equal=True)
+    np.testing.assert_allclose([summary["test"][m] for m in REPORT_METRICS], [expected[m] for m in REPORT_METRICS])
+
+    json_path = tmp_path / "eval.json"
+    result = invoke("evaluate", out, "--data", toy_files["test"], "--metric", "ndcg@10", "--metric", "map",
+                    "--json", json_path)
+    assert result.exit_code == 0, result.output
+    assert "NDCG@10" in result.output and "MAP" in result.output and "MRR" not in result.output
+    report = json.loads(json_path.read_text())
+    assert list(report["metrics"]) == ["ndcg@10", "map"] and report["n_sessions"] == test.n_sessions
+    assert report["metrics"]["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+    assert report["model"] == str(out / "best.pt")
+
+    linear = invoke("evaluate", out / "best.pt", "--data", toy_files["test"], "--gain", "linear",
+                    "--include-all-equal", "--metric", "ndcg@10", "--json", json_path)
+    assert linear.exit_code == 0, linear.output
+    plain = evaluate(scores, test.labels, test.lengths, ["ndcg@10"], gain="linear")["ndcg@10"]
+    assert json.loads(json_path.read_text())["metrics"]["ndcg@10"] == pytest.approx(plain)
+
+
+def test_predict_writes_one_score_per_line(trained_run, toy, toy_files, tmp_path: Path) -> None:
+    out, _ = trained_run
+    _, _, test = toy
+    scores_path = tmp_path / "scores.txt"
+    result = invoke("predict", out / "best.pt", "--data", toy_files["test"], "--out", scores_path)
+    assert result.exit_code == 0, result.output
+    lines = scores_path.read_text().splitlines()
+    assert len(lines) == test.n_items
+    with torch.no_grad():
+        expected = load_model(out / "best.pt")(torch.from_numpy(test.features)).numpy()
+    np.testing.assert_allclose(np.array(lines, dtype=float), expected, rtol=1e-6)
+    to_stdout = invoke("predict", out, "--data", toy_files["test"])
+    assert to_stdout.exit_code == 0 and to_stdout.output.splitlines() == lines
+
+
+def test_train_on_files_and_on_a_fold(toy_files, toy, tmp_path: Path) -> None:
+    out = tmp_path / "files"
+    result = invoke("train", *QUICK, "--data", toy_files["train"], "--valid", toy_files["valid"],
+                    "--test", toy_files["test"], "--model", "mlp", "--hidden", "8", "--loss", "hinge",
+                    "--optimizer", "sgd", "--lr", "0.05", "--margin", "0.5", "--l1", "1e-4", "--l2", "1e-4",
+                    "--batch-size", "16", "--patience", "0", "--gain", "linear", "--seed", "3", "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics.json").read_text())
+    config = summary["config"]
+    assert (config["model"], config["hidden"], config["loss"], config["optimizer"]) == ("mlp", [8], "pairwise_hinge",
+                                                                                         "sgd")
+    assert (config["lr"], config["margin"], config["l1"], config["sessions_per_batch"]) == (0.05, 0.5, 1e-4, 16)
+    assert config["patience"] is None and config["gain"] == "linear" and config["seed"] == 3
+    assert summary["data"] == {k: str(v) for k, v in toy_files.items()}
+
+    fold = tmp_path / "Fold1"
+    fold.mkdir()
+    for name, part in zip(("train", "vali", "test"), toy, strict=True):
+        write_svmlight(part, fold / f"{name}.txt")
+    result = invoke("train", *QUICK, "--data", fold, "--loss", "margin", "--out", tmp_path / "fold")
+    assert result.exit_code == 0, result.output
+    assert f"Test metrics on {fold / 'test.txt'}" in result.output
+    assert json.loads((tmp_path / "fold" / "metrics.json").read_text())["data"]["valid"] == str(fold / "vali.txt")
+
+    # A training file alone: validation is held out of it and the table reports on it.
+    result = invoke("train", *QUICK, "--data", toy_files["train"], "--valid-fraction", "0.2", "--out", tmp_path / "v")
+    assert result.exit_code == 0, result.output
+    assert "Validation (no --test given) metrics on 0.2 of the training sessions" in result.output
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    args = ["train", "--no-progress", "--epochs", "4", "--patience", "0", "--model", "mlp", "--hidden", "8",
+            "--dropout", "0.2"]
+    straight = runner.invoke(app, [*args, "--out", str(tmp_path / "straight")])
+    assert straight.exit_code == 0, straight.output
+
+    real_train = ltr_train.train
+
+    def interrupted_train(*a, **kw):
+        def stop(epoch: int, record: dict) -> None:
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+        return real_train(*a, **{**kw, "on_epoch_end": stop})
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ltr_train, "train", interrupted_train)
+    crashed = runner.invoke(app, args)  # default out dir runs/<timestamp>
+    assert crashed.exit_code == 130, crashed.output
+    assert "interrupted" in crashed.output and "--resume" in crashed.output
+    (run,) = (tmp_path / "runs").iterdir()
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(ltr_train, "train", real_train)
+
+    resumed = runner.invoke(app, [*args, "--resume"])  # no --out: the latest run
+    assert resumed.exit_code == 0, resumed.output
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((run / "metrics.json").read_text())
+    assert b["resumed_from_epoch"] == 2 and b["epochs_run"] == 4
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+    assert strip(b["history"]) == strip(a["history"]) and b["test"] == a["test"]
+    last_a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model_state"]
+    last_b = torch.load(run / "checkpoint.pt", weights_only=True)["model_state"]
+    for key, value in last_a.items():
+        assert torch.equal(last_b[key], value), key
+
+    changed = runner.invoke(app, [*args, "--resume", "--lr", "0.5"])
+    assert_one_line_error(changed, "cannot resume from", "lr: 0.01 -> 0.5")
+
+
+def test_resume_without_any_run_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(invoke("train", *QUICK, "--resume"), "nothing to resume", "--out")
+
+
+def test_bad_training_input_exits_with_one_line(tmp_path: Path, toy_files) -> None:
+    good = "1 qid:1 0:0.5 1:0.1\n0 qid:1 0:0.2 1:0.3\n"
+    cases = {
+        "malformed.txt": (good + "2 qid:2 0:abc\n", ["malformed.txt, line 3", "not a number"]),
+        "noqid.txt": ("1 qid:1 0:0.5\n0 0:0.2\n", ["noqid.txt, line 2", "missing 'qid:<integer>'"]),
+        "empty.txt": ("", ["empty.txt", "no data rows"]),
+        "badquery.txt": (None, ["badquery.txt.query", "sum to 3", "has 2 data rows"]),
+    }
+    for name, (text, fragments) in cases.items():
+        path = tmp_path / name
+        if text is None:
+            path.write_text("1 0:0.5\n0 0:0.2\n")
+            Path(f"{path}.query").write_text("3\n")
+        else:
+            path.write_text(text)
+        assert_one_line_error(invoke("train", *QUICK, "--data", path), *fragments)
+
+    missing = tmp_path / "nope.txt"
+    assert_one_line_error(invoke("train", *QUICK, "--data", missing), "no such file", "nope.txt")
+    assert_one_line_error(invoke("train", *QUICK, "--data", toy_files["train"], "--test", missing), "nope.txt")
+
+    wide = tmp_path / "wide.txt"
+    wide.write_text("1 qid:1 0:0.5 40:1\n0 qid:1 0:0.2\n")
+    assert_one_line_error(invoke("train", *QUICK, "--data", toy_files["train"], "--test", wide),
+                          "wide.txt", "41 feature columns", "n_features=16")
+
+    assert_one_line_error(invoke("train", *QUICK, "--lr", "0"), "lr must be > 0")
+    assert_one_line_error(invoke("train", *QUICK, "--eval-metric", "auc"), "unknown metric 'auc'")
+    usage = invoke("train", *QUICK, "--hidden", "8,x")
+    assert usage.exit_code == 2 and "--hidden" in usage.output
+    assert invoke("train", "--loss", "listnet").exit_code == 2
+    if not torch.cuda.is_available():
+        assert_one_line_error(invoke("train", *QUICK, "--device", "cuda"), "CUDA is not available")
+
+
+def test_bad_evaluate_and_predict_input(trained_run, tmp_path: Path, toy_files) -> None:
+    out, _ = trained_run
+    assert_one_line_error(invoke("evaluate", tmp_path / "missing.pt", "--data", toy_files["test"]),
+                          "no such file", "missing.pt")
+    not_a_model = tmp_path / "model.pt"
+    not_a_model.write_text("hello")
+    assert_one_line_error(invoke("evaluate", not_a_model, "--data", toy_files["test"]),
+                          "model.pt is not a checkpoint written by pairloss.ltr.train")
+    assert_one_line_error(invoke("evaluate", out, "--data", toy_files["test"], "--metric", "p@5"),
+                          "unknown metric 'p@5'")
+    wide = tmp_path / "wide.txt"
+    wide.write_text("1 qid:1 0:0.5 99:1\n")
+    assert_one_line_error(invoke("predict", out, "--data", wide), "wide.txt", "100 feature columns")
+    assert invoke("evaluate", out).exit_code == 2  # --data is required
+
+
+def test_distributed_flag_outside_torchrun_trains_in_one_process(tmp_path: Path, monkeypatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    result = invoke("train", *QUICK, "--distributed", "--out", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["world_size"] == 1
+
+
+def test_cli_defaults_are_the_library_defaults() -> None:
+    params = inspect.signature(train_command).parameters
+    defaults = TrainConfig()
+    renamed = {"batch_size": "sessions_per_batch"}
+    for name in ("model", "dropout", "optimizer", "lr", "momentum", "margin", "l1", "l2", "epochs", "batch_size",
+                 "patience", "eval_metric", "gain", "standardize", "seed", "device"):
+        assert params[name].default == getattr(defaults, renamed.get(name, name)), name
+    assert params["hidden"].default == ",".join(map(str, defaults.hidden))
+    assert params["loss"].default == "pairwise" and defaults.loss == "pairwise_logistic"
