@@ -133,7 +133,7 @@ class OpSchema:
         self.shape_function: ShapeFunction | None = None
         self.identical_type_and_shape_input: int | None = None
         self.onnx_schema: str | None = None
-        self.onnx_export: Callable[..., Any] | None = None
+        self.onnx_export: Callable[..., Any] | str | None = None
         self.doc = ""
         self.is_gradient_op = False
 
@@ -178,6 +178,16 @@ class OpSchema:
     def inherit_onnx_schema(self, onnx_op: str) -> OpSchema:
         """The op is exported 1:1 as the standard ONNX operator ``onnx_op``."""
         self.onnx_schema = onnx_op
+        return self
+
+    def onnx_decomposition(self, builder: Callable[..., Any] | str) -> OpSchema:
+        """The op is exported as standard ONNX operators built by ``builder(op, *inputs, **args)``.
+
+        ``op`` is an onnxscript opset, the inputs come in schema order (``None`` for an absent optional
+        one) and the args are resolved. A ``"module:function"`` string is imported only at export time
+        (:mod:`pairloss.onnx`), so declaring a decomposition imports neither torch nor onnxscript.
+        """
+        self.onnx_export = builder
         return self
 
     def set_doc(self, doc: str | None) -> OpSchema:
