@@ -9,6 +9,7 @@ from __future__ import annotations
 from pairloss import registry
 from pairloss.ops.margin_ranking import margin_ranking_criterion, margin_ranking_criterion_gradient
 from pairloss.ops.negative import negate_gradient, negative
+from pairloss.ops.pairwise_hinge import pairwise_hinge_loss, pairwise_hinge_loss_gradient
 from pairloss.ops.pairwise_loss import pairwise_loss, pairwise_loss_gradient
 
 __version__ = "0.1.0"
@@ -19,6 +20,8 @@ __all__ = [
     "margin_ranking_criterion_gradient",
     "negate_gradient",
     "negative",
+    "pairwise_hinge_loss",
+    "pairwise_hinge_loss_gradient",
     "pairwise_loss",
     "pairwise_loss_gradient",
     "registry",

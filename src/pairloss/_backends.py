@@ -1,12 +1,16 @@
-"""The one place that probes optional imports (Triton, CUDA), so op modules only test flags."""
+"""The one place that probes optional imports (Triton, CUDA), so op modules only test flags; and the
+serial twins of parallel Numba kernels."""
 
 from __future__ import annotations
 
 import importlib.util
+import types
 from functools import cache
 from typing import Any
 
-__all__ = ["HAS_TRITON", "cuda_available", "tl", "triton"]
+import numba
+
+__all__ = ["HAS_TRITON", "cuda_available", "serial_twin", "tl", "triton"]
 
 triton: Any = None
 tl: Any = None
@@ -29,3 +33,17 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def serial_twin(kernel: Any) -> Any:
+    """The same Numba kernel compiled without ``parallel=True`` (``prange`` runs as ``range``).
+
+    A parallel launch costs tens of microseconds on an idle machine and milliseconds when the cores are
+    busy (a training loop, a test run with workers), so small inputs take the serial twin. The twin is a
+    copy of the Python function under its own qualified name, so the two on-disk caches never collide.
+    """
+    fn = kernel.py_func
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__module__ = fn.__module__
+    return numba.njit(cache=True, nogil=True)(twin)

@@ -289,6 +289,34 @@ def export_command(
     typer.echo(f"wrote {out}: features (N, {scorer.n_features}) float32 -> scores (N,){checked}")
 
 
+@app.command("bench")
+def bench_command(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: runs in seconds.")] = False,
+    threads: Annotated[int, typer.Option(help="Numba and torch threads.")] = 2,
+    repeats: Annotated[int | None, typer.Option(help="Timed repeats per case (the median is kept).")] = None,
+) -> None:
+    """Time the CPU kernels against torch and NumPy in the same run; print speedups (as in BENCHMARKS.md).
+
+    $ pairloss bench --quick
+    """
+    from pairloss._bench import machine_summary, run_benchmarks
+
+    console = _console()
+    with console.status("benchmarking...") as status:
+        rows = run_benchmarks(quick=quick, threads=threads, repeats=repeats,
+                              progress=lambda msg: status.update(f"benchmarking {msg}..."))
+    table = Table(title="pairloss CPU kernels (speedup = baseline time / ours, same workload)",
+                  caption=machine_summary(threads))
+    for column in ("op", "case", "ours", "baseline", "speedup", "notes"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r.section, r.case, f"{r.ours_s * 1e3:,.1f} ms",
+                      r.baseline + ("" if r.baseline_s is None else f" ({r.baseline_s * 1e3:,.1f} ms)"),
+                      "-" if r.speedup is None else f"{r.speedup:,.1f}x",
+                      "; ".join(f"{k}: {v}" for k, v in r.notes.items()))
+    console.print(table)
+
+
 def main() -> None:
     """Entry point of the ``pairloss`` script."""
     app()

@@ -23,8 +23,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from pairloss import registry
-from pairloss._checks import FLT_EPSILON
 from pairloss.nn._torch_ops import scale_gradient, torch_op
 
 __all__ = [
@@ -45,9 +43,7 @@ _PAIRWISE_LOGISTIC = torch_op("PairWiseLoss")
 _NEGATIVE = torch_op("Negative")
 _NEGATIVE_INPLACE = torch_op("Negative", inplace=True)
 _NEGATE_GRADIENT = torch_op("NegateGradient")
-_HINGE_OP_NAME = "PairWiseHingeLoss"
-# registry ops that may be absent (filled on first successful look-up, outside tracing)
-_OPTIONAL_OPS: dict[str, torch._ops.OpOverload] = {}
+_PAIRWISE_HINGE = torch_op("PairWiseHingeLoss")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -234,8 +230,8 @@ def pairwise_hinge_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None =
     r"""Pairwise hinge loss per session, :math:`\max(0, \text{margin} - (s_{hi} - s_{lo}))` averaged over
     each session's discordant pairs.
 
-    Computed by the ``PairWiseHingeLoss`` operator when it is registered, otherwise by an equivalent
-    composition of torch operations (O(N²) memory). See :class:`pairloss.nn.PairwiseHingeLoss`.
+    Computed by the ``PairWiseHingeLoss`` operator: exact, O(n log n) per session on CPU.
+    See :class:`pairloss.nn.PairwiseHingeLoss`.
 
     Args:
         scores: Scores, shape (N,) or (N, 1); float16, bfloat16, float32 or float64.
@@ -259,46 +255,7 @@ def pairwise_hinge_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None =
     _check_reduction(reduction)
     s, lab, lens = _check_sessions(scores, labels, lengths)
     m = _check_number("margin", margin)
-    op = _registry_op(_HINGE_OP_NAME)
-    per_session = op(s, lab, lens, margin=m) if op is not None else _pairwise_hinge_composite(s, lab, lens, m)
-    return _reduce(per_session, reduction)
-
-
-def _registry_op(name: str) -> torch._ops.OpOverload | None:
-    """The torch op of a registry operator, or None where it is not registered (checked outside tracing)."""
-    op = _OPTIONAL_OPS.get(name)
-    if op is None and not torch.compiler.is_compiling() and name in registry.operators():
-        op = _OPTIONAL_OPS[name] = torch_op(name)
-    return op
-
-
-_registry_op(_HINGE_OP_NAME)
-
-
-def _pairwise_hinge_composite(scores: Tensor, labels: Tensor, lengths: Tensor | None, margin: float) -> Tensor:
-    """PairWiseHingeLoss semantics in torch operations, for when the operator is not registered."""
-    x = scores.reshape(-1)
-    n = x.shape[0]
-    compute = torch.promote_types(x.dtype, torch.float32)  # float16/bfloat16 accumulate in float32
-    xc = x.to(compute)
-    lab = labels.reshape(-1).to(torch.float64)
-    if lengths is None:
-        n_sessions = 1
-        session = torch.zeros(n, dtype=torch.long, device=x.device)
-    else:
-        n_sessions = lengths.shape[0]
-        # eager only: reading the values would break torch.compile(fullgraph=True)
-        if not torch.compiler.is_compiling() and (bool((lengths < 0).any()) or int(lengths.sum()) != n):
-            msg = f"lengths must be non-negative and sum to the number of scores N={n}; got {lengths.tolist()[:8]}"
-            raise ValueError(msg)
-        session = torch.repeat_interleave(torch.arange(n_sessions, device=x.device), lengths.long(), output_size=n)
-    # pair (i, j) counts once, with i the higher label: |l_i - l_j| >= 2^-23 and l_i > l_j
-    ordered = (session[:, None] == session[None, :]) & (lab[:, None] - lab[None, :] >= FLT_EPSILON)
-    pair_loss = torch.where(ordered, torch.relu(margin - (xc[:, None] - xc[None, :])), 0.0)
-    total = xc.new_zeros(n_sessions).index_add(0, session, pair_loss.sum(dim=1))
-    count = xc.new_zeros(n_sessions).index_add(0, session, ordered.sum(dim=1).to(compute))
-    per_session = torch.where(count > 0, total / count.clamp_min(1.0), 0.0)  # no pair: loss 0
-    return per_session.to(x.dtype)
+    return _reduce(_PAIRWISE_HINGE(s, lab, lens, margin=m), reduction)
 
 
 # --------------------------------------------------------------------------------------------------------

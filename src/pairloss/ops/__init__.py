@@ -7,7 +7,7 @@ import importlib
 
 __all__ = ["OPERATOR_MODULES"]
 
-OPERATOR_MODULES = ("negative", "margin_ranking", "pairwise_loss")
+OPERATOR_MODULES = ("negative", "margin_ranking", "pairwise_loss", "pairwise_hinge")
 
 for _name in OPERATOR_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -1,0 +1,530 @@
+r"""PairWiseHingeLoss: the pairwise hinge (RankSVM) loss, averaged per session, exact in O(n log n).
+
+For session :math:`s` with label-discordant pairs :math:`P_s` (:math:`|l_i - l_j| \ge 2^{-23}`, ties
+skipped, exactly as :class:`PairWiseLoss`), "hi" the item of the pair with the larger label,
+
+.. math:: Y_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} \max\bigl(0,\; \text{margin} - (x_{hi} - x_{lo})\bigr)
+
+and :math:`Y_s = 0` when :math:`P_s` is empty (an empty, one-item or all-tied session). It is
+MarginRankingCriterion applied to every discordant pair (``X1 = x_hi``, ``X2 = x_lo``, ``Y = +1``) and
+averaged per session, and it keeps that op's conventions: a pair is *active* when
+:math:`h = \text{margin} - (x_{hi} - x_{lo})` is not negative; **at the kink** :math:`h = 0` the loss adds 0
+**and the gradient is passed**; a NaN :math:`h` keeps the loss NaN and passes the gradient. The gradient
+is :math:`\partial Y_s/\partial x_{hi} = -1/|P_s|` and :math:`\partial Y_s/\partial x_{lo} = +1/|P_s|` per
+active pair, times the output gradient.
+
+Complexity. The float64 reference visits all :math:`n^2/2` pairs. The CPU kernel sorts each session by
+score and by label (LSD radix sorts) and counts with two Fenwick-tree sweeps, for every item, its active
+partners below and above it in label order, so it is exact (the same active set, the same pair count) in
+:math:`O(n \log n)`:
+
+- activity is the reference's float64 test ``fl(x_hi - x_lo) <= margin``, which is monotone in either
+  score, so for each item the active partners form a contiguous run in score order;
+- the tie tolerance is absolute (:math:`|l_i - l_j| < 2^{-23}`), so "tied" is not transitive when distinct
+  labels lie closer than :math:`2^{-23}`. Labels are therefore grouped by exact value, and each group
+  gets the run of groups it is at least :math:`2^{-23}` above and the run it is at least :math:`2^{-23}`
+  below (both runs, since ``fl(a - b)`` is monotone), which reproduces the pair rule exactly for any
+  finite labels;
+- a session of at most ``_DIRECT_MAX`` items, or with a non-finite score or label, is computed pair by pair in
+  the reference's order instead (:math:`O(n^2)`, bit-exact; with inf or NaN scores the active set is not a
+  run, so a huge session with such scores is slow);
+- the loss is :math:`\text{margin}\,A + \sum_k d_k (x_k - c)` with :math:`A` the active pairs, :math:`d_k`
+  the net count of active pairs in which :math:`k` is the lower item and :math:`c` the session's median
+  score (the :math:`d_k` sum to 0), summed with Neumaier compensation; the gradient is :math:`d_k/|P_s|`
+  exactly. Forward values differ from the pair-by-pair sum by rounding only, about
+  :math:`2^{-53}\,\max_k |x_k - c|` per active pair.
+
+References: Herbrich, Graepel & Obermayer, 2000, "Large margin rank boundaries for ordinal regression";
+Joachims, 2002, "Optimizing search engines using clickthrough data".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from pairloss._backends import serial_twin
+from pairloss._checks import FLT_EPSILON
+from pairloss.ops.pairwise_loss import _prepare
+from pairloss.registry import (
+    GI,
+    GO,
+    I,
+    OperatorDef,
+    gradient_def,
+    operator_schema,
+    register_cpu_operator,
+    register_gradient,
+)
+
+__all__ = ["GRADIENT_SCHEMA", "SCHEMA", "pairwise_hinge_loss", "pairwise_hinge_loss_gradient"]
+
+_LENGTHS_DOC = ("Optional session sizes, 1-D non-negative integers summing to N; sessions are contiguous. "
+                "Without it all N items form one session.")
+_MARGIN_DOC = ("Required score gap between the higher- and the lower-labelled item of each pair "
+               "(1.0, as MarginRankingCriterion).")
+
+SCHEMA = (
+    operator_schema("PairWiseHingeLoss")
+    .num_inputs(2, 3)
+    .num_outputs(1)
+    .input(0, "X", "Scores, shape (N,) or (N, 1); float16/32/64.")
+    .input(1, "label", "Relevance labels, shape (N,) or (N, 1); integer or float (ties: |difference| < 2^-23).")
+    .input(2, "lengths", _LENGTHS_DOC, optional=True)
+    .output(0, "Y", "Mean pairwise hinge loss per session, shape (S,) ((1,) without lengths); dtype of X.")
+    .arg("margin", float, default=1.0, doc=_MARGIN_DOC)
+    .tensor_inference_function(
+        lambda specs, _args: [((specs[2][0][0],) if len(specs) > 2 else (1,), specs[0][1])])
+    .onnx_decomposition("pairloss.onnx:pairwise_hinge_loss_decomposition")
+    .set_doc(__doc__)
+)
+
+GRADIENT_SCHEMA = (
+    operator_schema("PairWiseHingeLossGradient")
+    .num_inputs(3, 4)
+    .num_outputs(1)
+    .input(0, "X", "Forward scores.")
+    .input(1, "label", "Forward labels.")
+    .input(2, "Y_grad", "Gradient with respect to the per-session loss Y, shape (S,).")
+    .input(3, "lengths", _LENGTHS_DOC, optional=True)
+    .output(0, "X_grad", "Gradient with respect to X; shape and dtype of X.")
+    .arg("margin", float, default=1.0, doc=_MARGIN_DOC)
+    .identical_type_and_shape(0)
+    .gradient_op()
+    .set_doc("Gradient of PairWiseHingeLoss with respect to X: -Y_grad/|P| for the higher-labelled and "
+             "+Y_grad/|P| for the lower-labelled item of every active pair (kink included).")
+)
+
+
+# ---- reference (float64, every pair, PairWiseLoss's loop order) ---------------------------------------
+def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
+                      margin: float) -> np.ndarray:
+    x, flat, lab, lens = _prepare(scores, labels, lengths)
+    out = np.zeros(lens.size, np.float64)
+    offset = 0
+    for s, length in enumerate(lens):
+        total, pairs = 0.0, 0
+        for i in range(offset, offset + length):
+            for j in range(offset, i):
+                if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                    continue  # ties carry no preference
+                hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
+                h = margin - (float(flat[hi]) - float(flat[lo]))
+                total += h if not h < 0.0 else 0.0  # std::max(h, 0) as MarginRankingCriterion: NaN stays
+                pairs += 1
+        out[s] = total / pairs if pairs else 0.0
+        offset += length
+    return out.astype(x.dtype)
+
+
+def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                       lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
+    x, flat, lab, lens, g = _prepare(scores, labels, lengths, loss_grad)
+    dx = np.zeros(flat.shape[0], np.float64)
+    offset = 0
+    for s, length in enumerate(lens):
+        pairs = 0
+        for i in range(offset, offset + length):
+            for j in range(offset, i):
+                if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                    continue
+                hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
+                h = margin - (float(flat[hi]) - float(flat[lo]))
+                if not h < 0.0:  # active, the kink h == 0 and NaN included
+                    dx[hi] -= float(g[s])
+                    dx[lo] += float(g[s])
+                pairs += 1
+        if pairs:
+            dx[offset:offset + length] /= pairs
+        offset += length
+    return dx.reshape(x.shape).astype(x.dtype)
+
+
+# ---- CPU kernels --------------------------------------------------------------------------------------
+# Every session yields (pairs, loss sum, d_k = #active pairs with k below - #active pairs with k above);
+# the forward divides the sum by pairs, the gradient scales d by loss_grad / pairs. Scratch arrays are
+# allocated once per call and each session works in its own slice of them: no allocation per session.
+# Many sessions: prange over chunks of sessions. A session of at least _PARALLEL_MIN items (when there
+# are too few of those to keep the threads busy) runs its two sorts, then its two sweeps, on two threads.
+# Sorting is an LSD radix sort (8 bits a pass) of the order-preserving integer image of the float64 keys:
+# linear time, stable, and a pass whose byte is the same for every key (most of them for graded labels)
+# is skipped.
+_DIRECT_MAX = 48  # up to this size the pair loop beats sorting
+_PARALLEL_MIN = 1 << 15
+_SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
+_SIGN = np.uint64(1 << 63)
+_BYTE = np.uint64(255)
+
+
+@numba.njit(cache=True, nogil=True)
+def _direct_session(x, lab, lo, hi, margin, d):  # pragma: no cover - compiled
+    """The reference's pair loop over [lo, hi): (pairs, loss sum); d[k] gets the net active counts."""
+    total = 0.0
+    pairs = 0
+    for k in range(lo, hi):
+        d[k] = 0.0
+    for i in range(lo, hi):
+        for j in range(lo, i):
+            if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                continue
+            top, bottom = (i, j) if lab[i] > lab[j] else (j, i)
+            h = margin - (x[top] - x[bottom])
+            if not h < 0.0:
+                total += h
+                d[top] -= 1.0
+                d[bottom] += 1.0
+            pairs += 1
+    return pairs, total
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_argsort(values, keys, kbuf, idx, ibuf, hist):  # pragma: no cover - compiled
+    """Stable ascending sort of ``values``: keys[p] = the p-th smallest value, idx[p] = its index.
+
+    ``keys``/``kbuf`` (float64) and ``idx``/``ibuf`` (int32) have the length of ``values``; ``hist`` is
+    (8, 256) int64. Returns False (and sorts nothing) when a value is not finite.
+    """
+    n = values.size
+    src = values.view(np.uint64)
+    ku = keys.view(np.uint64)
+    bu = kbuf.view(np.uint64)
+    hist[:, :] = 0
+    for k in range(n):
+        if not np.isfinite(values[k]):
+            return False
+        u = src[k]
+        u = ~u if u & _SIGN else u | _SIGN  # negative floats reversed, positive ones above them
+        ku[k] = u
+        idx[k] = k
+        for p in range(8):
+            hist[p, (u >> np.uint64(8 * p)) & _BYTE] += 1
+    src_k, src_i, dst_k, dst_i = ku, idx, bu, ibuf
+    swapped = False
+    for p in range(8):
+        shift = np.uint64(8 * p)
+        if hist[p, (src_k[0] >> shift) & _BYTE] == n:
+            continue  # every key has this byte: the pass would not move anything
+        start = 0
+        for b in range(256):
+            c = hist[p, b]
+            hist[p, b] = start
+            start += c
+        for k in range(n):
+            u = src_k[k]
+            b = (u >> shift) & _BYTE
+            pos = hist[p, b]
+            hist[p, b] = pos + 1
+            dst_k[pos] = u
+            dst_i[pos] = src_i[k]
+        src_k, src_i, dst_k, dst_i = dst_k, dst_i, src_k, src_i
+        swapped = not swapped
+    if swapped:
+        ku[:] = bu
+        idx[:] = ibuf
+    for k in range(n):
+        u = ku[k]
+        ku[k] = u ^ _SIGN if u & _SIGN else ~u
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_groups(lab, keys, kbuf, idx, ibuf, hist, rank, below_end, above_start):  # pragma: no cover
+    """Group equal labels and find, per group, which groups it forms pairs with: (ok, groups, pairs).
+
+    rank[k] is item k's group (groups in ascending label order). The tie rule |l_i - l_j| < 2^-23 is not
+    transitive, so instead of "other groups" each group g gets the groups it is *above*, 0..below_end[g]-1
+    (fl(v_g - v_h) >= 2^-23), and the groups it is *below*, above_start[g].. (fl(v_h - v_g) >= 2^-23):
+    both are runs because fl(a - b) is monotone in a and b. Found with two pointers; ok is False only for
+    non-finite labels. ``pairs`` counts the label-discordant pairs.
+    """
+    n = lab.size
+    if not _radix_argsort(lab, keys, kbuf, idx, ibuf, hist):
+        return False, 0, 0
+    group = 0
+    rank[idx[0]] = 0
+    for p in range(1, n):
+        if keys[p] != keys[p - 1]:
+            group += 1
+        rank[idx[p]] = group
+    n_groups = group + 1
+    pairs = 0
+    down = 0  # positions [0, down) are at least 2^-23 below position p
+    up = 0  # positions [up, n) are at least 2^-23 above position p
+    group = -1
+    for p in range(n):
+        if p == 0 or keys[p] != keys[p - 1]:
+            group += 1
+            while keys[p] - keys[down] >= FLT_EPSILON:  # stops at p at the latest: 0 < 2^-23
+                down += 1
+            below_end[group] = rank[idx[down]]
+            while up < n and keys[up] - keys[p] < FLT_EPSILON:
+                up += 1
+            above_start[group] = rank[idx[up]] if up < n else n_groups
+        pairs += down
+    return True, n_groups, pairs
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_above(xs, rks, below_end, n_groups, margin, fen, count):  # pragma: no cover - compiled
+    """count[p] = #lower-labelled partners j of the p-th item in score order with fl(x_p - x_j) <= margin.
+
+    Going down in score, the active partners of an item are the suffix of the score order where
+    fl(x_p - x_j) <= margin, and that suffix only grows: each item enters the Fenwick tree (a count per
+    label group) once, and each item asks it how many entries lie in the groups it is above. Returns the
+    total.
+    """
+    n = xs.size
+    fen[:n_groups] = 0
+    q = n
+    active = 0
+    for p in range(n - 1, -1, -1):
+        xp = xs[p]
+        while q > 0 and xp - xs[q - 1] <= margin:
+            q -= 1
+            i = rks[q] + 1
+            while i <= n_groups:
+                fen[i - 1] += 1
+                i += i & -i
+        below = 0
+        i = below_end[rks[p]]  # groups 0 .. below_end - 1
+        while i > 0:
+            below += fen[i - 1]
+            i -= i & -i
+        count[p] = below
+        active += below
+    return active
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_below(xs, rks, above_start, n_groups, margin, fen, count):  # pragma: no cover - compiled
+    """count[p] = #higher-labelled partners j of the p-th item with fl(x_j - x_p) <= margin (a prefix)."""
+    n = xs.size
+    fen[:n_groups] = 0
+    q = 0
+    for p in range(n):
+        xp = xs[p]
+        while q < n and xs[q] - xp <= margin:
+            i = rks[q] + 1
+            while i <= n_groups:
+                fen[i - 1] += 1
+                i += i & -i
+            q += 1
+        not_above = 0
+        i = above_start[rks[p]]  # entries in groups before above_start are not above this item
+        while i > 0:
+            not_above += fen[i - 1]
+            i -= i & -i
+        count[p] = q - not_above
+
+
+@numba.njit(cache=True, nogil=True)
+def _combine(xs, order, margin, active, above, below, d):  # pragma: no cover - compiled
+    """d = below - above (by item); loss sum = margin * active + sum d_k (x_k - median), compensated."""
+    n = xs.size
+    center = xs[n // 2]
+    total = margin * active
+    comp = 0.0
+    for p in range(n):
+        dk = np.float64(below[p] - above[p])
+        d[order[p]] = dk
+        term = dk * (xs[p] - center)
+        t = total + term
+        if abs(total) >= abs(term):  # Neumaier: keep what the addition rounded away
+            comp += (total - t) + term
+        else:
+            comp += (term - t) + total
+        total = t
+    return total + comp
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_ranks(order, rank, rks):  # pragma: no cover - compiled
+    for p in range(order.size):
+        rks[p] = rank[order[p]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _sorted_session(x, lab, margin, d, keys, kbuf, idx, ibuf, rank, gbelow, gabove, fen, above, below, hist):
+    # pragma: no cover - compiled
+    """One session by sorting, serially: (ok, pairs, loss sum); not ok means "use the pair loop"."""
+    ok, n_groups, pairs = _label_groups(lab, keys, kbuf, idx, ibuf, hist, rank, gbelow, gabove)
+    if not ok or not _radix_argsort(x, keys, kbuf, idx, ibuf, hist):
+        return False, 0, 0.0
+    _gather_ranks(idx, rank, ibuf)
+    active = _sweep_above(keys, ibuf, gbelow, n_groups, margin, fen, above)
+    _sweep_below(keys, ibuf, gabove, n_groups, margin, fen, below)
+    total = _combine(keys, idx, margin, active, above, below, d)
+    return True, pairs, total
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _sessions_loop(x, lab, offsets, sessions, margin, n_chunks, pairs, sums, d):  # pragma: no cover
+    """The listed sessions, ``n_chunks`` contiguous groups of them in parallel: pairs[s], sums[s], d."""
+    n_items = x.size
+    keys = np.empty(n_items)
+    kbuf = np.empty(n_items)
+    idx = np.empty(n_items, np.int32)
+    ibuf = np.empty(n_items, np.int32)
+    rank = np.empty(n_items, np.int32)
+    gbelow = np.empty(n_items, np.int32)
+    gabove = np.empty(n_items, np.int32)
+    fen = np.empty(n_items, np.int32)
+    above = np.empty(n_items, np.int32)
+    below = np.empty(n_items, np.int32)
+    for c in numba.prange(n_chunks):
+        hist = np.empty((8, 256), np.int64)  # one per chunk of sessions, not per session
+        for t in range(c * sessions.size // n_chunks, (c + 1) * sessions.size // n_chunks):
+            s = sessions[t]
+            lo, hi = offsets[s], offsets[s + 1]
+            ok = False
+            if hi - lo > _DIRECT_MAX:
+                ok, pairs[s], sums[s] = _sorted_session(
+                    x[lo:hi], lab[lo:hi], margin, d[lo:hi], keys[lo:hi], kbuf[lo:hi], idx[lo:hi], ibuf[lo:hi],
+                    rank[lo:hi], gbelow[lo:hi], gabove[lo:hi], fen[lo:hi], above[lo:hi], below[lo:hi], hist)
+            if not ok:
+                pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _big_session(x, lab, margin, d):  # pragma: no cover - compiled
+    """One large session, its two sorts and then its two sweeps on two threads: (ok, pairs, loss sum)."""
+    n = x.size
+    keys, kbuf, lkeys, lkbuf = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    idx, ibuf = np.empty(n, np.int32), np.empty(n, np.int32)
+    lidx, libuf = np.empty(n, np.int32), np.empty(n, np.int32)
+    rank, fen, fen2 = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.int32)
+    gbelow, gabove = np.empty(n, np.int32), np.empty(n, np.int32)
+    above, below = np.empty(n, np.int32), np.empty(n, np.int32)
+    hists = np.empty((2, 8, 256), np.int64)
+    flags = np.zeros(2, np.bool_)
+    stats = np.zeros(3, np.int64)
+    for t in numba.prange(2):
+        if t == 0:
+            flags[0], stats[0], stats[1] = _label_groups(lab, lkeys, lkbuf, lidx, libuf, hists[0], rank,
+                                                         gbelow, gabove)
+        else:
+            flags[1] = _radix_argsort(x, keys, kbuf, idx, ibuf, hists[1])
+    if not (flags[0] and flags[1]):
+        return False, 0, 0.0
+    n_groups, pairs = stats[0], stats[1]
+    _gather_ranks(idx, rank, ibuf)
+    for t in numba.prange(2):
+        if t == 0:
+            stats[2] = _sweep_above(keys, ibuf, gbelow, n_groups, margin, fen, above)
+        else:
+            _sweep_below(keys, ibuf, gabove, n_groups, margin, fen2, below)
+    total = _combine(keys, idx, margin, stats[2], above, below, d)
+    return True, pairs, total
+
+
+_sessions_loop_serial = serial_twin(_sessions_loop)
+
+
+def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pairs per session, loss sum per session, net active counts d per item), all sessions."""
+    x = np.ascontiguousarray(flat, dtype=np.float64)
+    offsets = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    pairs = np.zeros(lens.size, np.int64)
+    sums = np.zeros(lens.size, np.float64)
+    d = np.empty(x.size, np.float64)
+    threads = numba.get_num_threads()
+    # a large session gets the threads to itself only when sessions alone cannot keep them busy
+    big = lens >= _PARALLEL_MIN
+    if big.sum() >= 2 * threads:
+        big[:] = False
+    for s in np.flatnonzero(big):
+        lo, hi = int(offsets[s]), int(offsets[s + 1])
+        ok, pairs[s], sums[s] = _big_session(x[lo:hi], lab[lo:hi], margin, d[lo:hi])
+        if not ok:
+            pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
+    rest = np.flatnonzero(~big)
+    if rest.size:
+        loop = _sessions_loop if threads > 1 and x.size >= _SERIAL_ITEMS else _sessions_loop_serial
+        loop(x, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
+    return pairs, sums, d
+
+
+def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
+                margin: float) -> np.ndarray:
+    x, flat, lab, lens = _prepare(scores, labels, lengths)
+    pairs, sums, _ = _session_terms(flat, lab, lens, float(margin))
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no pair: loss 0
+    return out.astype(x.dtype)
+
+
+def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                 lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
+    x, flat, lab, lens, g = _prepare(scores, labels, lengths, loss_grad)
+    pairs, _, d = _session_terms(flat, lab, lens, float(margin))
+    scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
+    dx = d * np.repeat(scale, lens)
+    return dx.reshape(x.shape).astype(x.dtype)
+
+
+# ---- gradient definition ------------------------------------------------------------------------------
+def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
+    # lengths moves from input 2 to input 3 and is appended only when the forward op had it; margin is copied
+    inputs: list[Any] = [I(0), I(1), GO(0)] + ([I(2)] if len(op.inputs) == 3 else [])
+    return [gradient_def(op, "PairWiseHingeLossGradient", inputs, [GI(0)])]
+
+
+register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
+register_gradient(SCHEMA, _gradient_maker)
+register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+
+
+# ---- public NumPy functions ---------------------------------------------------------------------------
+def pairwise_hinge_loss(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None = None, *,
+                        margin: float = SCHEMA.get_arg("margin").default) -> np.ndarray:
+    r"""Pairwise hinge (RankSVM) loss per session, exact in O(n log n) per session.
+
+    .. math:: Y_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} \max\bigl(0,\; \text{margin} - (x_{hi} - x_{lo})\bigr)
+
+    Args:
+        scores: Scores, shape (N,) or (N, 1), float16/32/64.
+        labels: Relevance labels, shape (N,) or (N, 1), integer or float; pairs whose labels differ by
+            less than 2^-23 are ties and are skipped.
+        lengths: Session sizes, 1-D non-negative integers summing to N. None: one session.
+        margin: Required score gap (1.0, as MarginRankingCriterion).
+
+    Returns:
+        Shape (S,) (or (1,) without ``lengths``), dtype of ``scores``: the mean over each session's
+        label-discordant pairs; 0 for an empty, one-item or all-tied session. A NaN score makes the
+        loss of its session NaN.
+
+    Raises:
+        ValueError: wrong shapes, lengths not summing to N or negative, NaN labels.
+        TypeError: non-float scores, non-integer lengths.
+
+    Examples:
+        >>> import numpy as np
+        >>> scores = np.array([2.0, 1.5, 0.0, 3.0, 3.0])
+        >>> labels = np.array([2, 1, 0, 1, 1])
+        >>> pairwise_hinge_loss(scores, labels, lengths=np.array([3, 2]))   # (0.5 + 0 + 0) / 3 pairs
+        array([0.16666667, 0.        ])
+
+    References:
+        Herbrich et al., 2000; Joachims, 2002.
+    """
+    return forward_cpu(scores, labels, lengths, margin=SCHEMA.get_arg("margin").coerce(SCHEMA.name, margin))
+
+
+def pairwise_hinge_loss_gradient(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
+                                 lengths: npt.ArrayLike | None = None, *,
+                                 margin: float = SCHEMA.get_arg("margin").default) -> np.ndarray:
+    """Gradient of :func:`pairwise_hinge_loss` with respect to ``scores`` given ``loss_grad`` of shape (S,).
+
+    At the kink (``margin - (x_hi - x_lo) == 0``) the gradient is passed, as in MarginRankingCriterion.
+
+    Examples:
+        >>> import numpy as np
+        >>> pairwise_hinge_loss_gradient(np.array([0.0, 1.0]), np.array([1, 0]), np.array([1.0]))
+        array([-1.,  1.])
+    """
+    return gradient_cpu(scores, labels, loss_grad, lengths,
+                        margin=GRADIENT_SCHEMA.get_arg("margin").coerce(GRADIENT_SCHEMA.name, margin))

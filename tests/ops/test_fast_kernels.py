@@ -1,0 +1,329 @@
+"""The fused Numba CPU kernels (and the Triton ones, interpreted on CPU) against their float64 references.
+
+The generic suite (tests/test_operators.py) already compares every registered kernel with its reference on
+small draws; these tests aim at what the fast kernels add: the parallel paths (chunks, row-split sessions),
+the fast exp-free path of PairWiseLoss and its exact fallback, fused label validation, dtypes and layouts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pairloss.ops import margin_ranking as mrc
+from pairloss.ops import pairwise_hinge as ph
+from pairloss.ops import pairwise_loss as pwl
+
+FLOAT_DTYPES = [np.float16, np.float32, np.float64]
+TOL = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-12}
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+# ---- MarginRankingCriterion ---------------------------------------------------------------------------
+@st.composite
+def mrc_inputs(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.sampled_from([0, 1, 7, 1000]))
+    x1 = rng.standard_normal(n) * 2
+    x2 = rng.standard_normal(n) * 2
+    # a quarter of the pairs sit exactly on the kink (dist == 0)
+    margin = draw(st.sampled_from([1.0, 0.5, 0.0, -0.25]))
+    y = rng.choice(np.array([-1, 1]), size=n)
+    kink = rng.random(n) < 0.25
+    x2[kink] = x1[kink] + y[kink] * margin
+    g = rng.standard_normal(n)
+    return x1, x2, y, g, np.float64(margin)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=["f16", "f32", "f64"])
+@given(case=mrc_inputs(), y_dtype=st.sampled_from([np.int32, np.int64, np.int8, np.float32, np.float64]))
+def test_mrc_kernels_match_reference(dtype: type, case: tuple, y_dtype: type) -> None:
+    x1, x2, y, g, margin = case
+    x1, x2, y, g = x1.astype(dtype), x2.astype(dtype), y.astype(y_dtype), g.astype(dtype)
+    out = mrc.forward_cpu(x1, x2, y, margin=margin)
+    ref = mrc.reference_forward(x1, x2, y, margin=margin)
+    assert out.dtype == ref.dtype == dtype
+    # float64 arithmetic in both: identical, kink decisions included
+    np.testing.assert_array_equal(out, ref)
+    d1, d2 = mrc.gradient_cpu(x1, x2, y, g, margin=margin)
+    r1, r2 = mrc.reference_gradient(x1, x2, y, g, margin=margin)
+    np.testing.assert_array_equal(d1, r1)
+    np.testing.assert_array_equal(d2, r2)
+
+
+def test_mrc_parallel_chunks_match_reference() -> None:
+    # beyond the serial cut-off the work is split into chunks, the last one partial
+    rng = np.random.default_rng(3)
+    n = 3 * mrc._CHUNK + 5
+    x1, x2 = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    x2[::7] = x1[::7] + 1.0  # on the kink for y = +1, margin 1
+    y = rng.choice(np.array([-1, 1], np.int32), size=n)
+    g = rng.standard_normal(n).astype(np.float32)
+    np.testing.assert_array_equal(mrc.forward_cpu(x1, x2, y, margin=1.0), mrc.reference_forward(x1, x2, y, margin=1.0))
+    for fast, ref in zip(mrc.gradient_cpu(x1, x2, y, g, margin=1.0),
+                         mrc.reference_gradient(x1, x2, y, g, margin=1.0), strict=True):
+        np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("n", [5, 100_000])
+def test_mrc_nan_distance_stays_nan_and_passes_the_gradient(n: int) -> None:
+    x1 = np.zeros(n, np.float32)
+    x1[3] = np.nan
+    x2 = np.zeros(n, np.float32)
+    y = np.ones(n, np.int32)
+    out = mrc.forward_cpu(x1, x2, y, margin=1.0)
+    assert np.isnan(out[3]) and np.isnan(out).sum() == 1
+    d1, d2 = mrc.gradient_cpu(x1, x2, y, np.full(n, 2.0, np.float32), margin=1.0)
+    assert d1[3] == -2.0 and d2[3] == 2.0
+
+
+@pytest.mark.parametrize("n", [6, 100_000])
+def test_mrc_fused_label_check_raises_like_prepare(n: int) -> None:
+    x = np.zeros(n)
+    y = np.ones(n, np.int32)
+    y[-1] = 0
+    with pytest.raises(ValueError, match=r"Y must contain only -1 and \+1.*\[0\]"):
+        mrc.forward_cpu(x, x, y, margin=1.0)
+    with pytest.raises(ValueError, match=r"Y must contain only -1 and \+1"):
+        mrc.gradient_cpu(x, x, y.astype(np.float64) * 0.5, x, margin=1.0)
+
+
+def test_mrc_accepts_strided_and_mixed_dtype_inputs() -> None:
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((40, 6))[:, ::2]  # not contiguous
+    x2 = rng.standard_normal((40, 3)).astype(np.float32)
+    y = rng.choice(np.array([-1.0, 1.0]), size=(40, 3))
+    g = rng.standard_normal((40, 3)).astype(np.float16)
+    np.testing.assert_array_equal(mrc.forward_cpu(x1, x2, y, margin=0.3),
+                                  mrc.reference_forward(x1, x2, y, margin=0.3))
+    for fast, ref in zip(mrc.gradient_cpu(x1, x2, y, g, margin=0.3),
+                         mrc.reference_gradient(x1, x2, y, g, margin=0.3), strict=True):
+        assert fast.dtype == ref.dtype and fast.shape == ref.shape
+        np.testing.assert_array_equal(fast, ref)
+
+
+# ---- PairWiseLoss -------------------------------------------------------------------------------------
+@st.composite
+def session_inputs(draw: st.DrawFn, *, max_sessions: int = 40, max_len: int = 30) -> tuple[np.ndarray, ...]:
+    """Many sessions, among them empty, one-item and all-tied ones; labels may differ by < 2^-23."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    lengths = rng.integers(0, max_len + 1, size=draw(st.integers(0, max_sessions)))
+    lengths[rng.random(lengths.size) < 0.1] = 0
+    lengths[rng.random(lengths.size) < 0.1] = 1
+    n = int(lengths.sum())
+    labels = rng.integers(0, draw(st.integers(1, 5)), size=n).astype(np.float64)
+    if draw(st.booleans()):  # near-ties: equal within the absolute tolerance 2^-23
+        labels += rng.choice([0.0, 2.0**-25, 2.0**-22], size=n)
+    scale = draw(st.sampled_from([0.1, 3.0, 40.0]))
+    scores = rng.standard_normal(n) * scale
+    loss_grad = rng.standard_normal(lengths.size)
+    return scores, labels, lengths.astype(np.int32), loss_grad
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=["f16", "f32", "f64"])
+@given(case=session_inputs())
+def test_pairwise_kernels_match_reference(dtype: type, case: tuple) -> None:
+    scores, labels, lengths, g = case
+    scores = scores.astype(dtype)
+    out = pwl.forward_cpu(scores, labels, lengths)
+    ref = pwl.reference_forward(scores, labels, lengths)
+    assert out.dtype == ref.dtype == dtype and out.shape == ref.shape
+    np.testing.assert_allclose(out.astype(np.float64), ref.astype(np.float64), rtol=TOL[dtype], atol=TOL[dtype])
+    grad = pwl.gradient_cpu(scores, labels, g.astype(dtype), lengths)
+    grad_ref = pwl.reference_gradient(scores, labels, g.astype(dtype), lengths)
+    assert grad.dtype == dtype and grad.shape == scores.shape
+    np.testing.assert_allclose(grad.astype(np.float64), grad_ref.astype(np.float64),
+                               rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="the parallel kernels need two threads")
+@given(case=session_inputs())
+def test_small_inputs_take_the_serial_twin_with_identical_results(case: tuple) -> None:
+    # small inputs skip the parallel launch; forcing the parallel kernels must not change a single bit
+    scores, labels, lengths, g = case
+    serial = (pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths),
+              ph.forward_cpu(scores, labels, lengths, margin=0.5),
+              ph.gradient_cpu(scores, labels, g, lengths, margin=0.5))
+    before = numba.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pwl, "_SERIAL_WORK", 0)
+        mp.setattr(ph, "_SERIAL_ITEMS", 0)
+        numba.set_num_threads(2)
+        try:
+            parallel = (pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths),
+                        ph.forward_cpu(scores, labels, lengths, margin=0.5),
+                        ph.gradient_cpu(scores, labels, g, lengths, margin=0.5))
+        finally:
+            numba.set_num_threads(before)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pairwise_one_large_session_split_over_rows_matches_reference() -> None:
+    rng = np.random.default_rng(1)
+    n = 700  # one session: the work is split over row ranges of several tasks
+    scores = rng.standard_normal(n) * 2
+    labels = rng.integers(0, 5, n)
+    np.testing.assert_allclose(pwl.forward_cpu(scores, labels), pwl.reference_forward(scores, labels), rtol=1e-12)
+    g = np.array([0.7])
+    np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, g), pwl.reference_gradient(scores, labels, g),
+                               rtol=1e-11, atol=1e-16)
+
+
+def test_pairwise_result_does_not_depend_on_thread_count() -> None:
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(0, 300, 9)
+    scores = rng.standard_normal(lengths.sum())
+    labels = rng.integers(0, 3, lengths.sum())
+    g = rng.standard_normal(lengths.size)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e300])
+def test_pairwise_gradient_has_no_nan_for_huge_scores(scale: float) -> None:
+    # spans beyond the fast path's exp range take the exact per-pair formulas
+    scores = np.array([1.0, -1.0, 0.5, -0.25, 2.0]) * scale
+    labels = np.array([0, 1, 2, 1, 0])
+    g = np.array([1.5])
+    loss = pwl.forward_cpu(scores, labels)
+    grad = pwl.gradient_cpu(scores, labels, g)
+    assert np.isfinite(loss).all() and np.isfinite(grad).all()
+    np.testing.assert_allclose(loss, pwl.reference_forward(scores, labels), rtol=1e-12)
+    np.testing.assert_allclose(grad, pwl.reference_gradient(scores, labels, g), rtol=1e-12)
+
+
+def test_pairwise_fast_and_exact_paths_agree_at_the_span_limit() -> None:
+    half = pwl._FAST_SPAN / 2
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    inside = np.array([-half, half, 0.0, 1.0, -3.0, 2.5])  # span == the limit: fast path
+    outside = inside.copy()
+    outside[1] = np.nextafter(half, np.inf)  # just beyond: exact path
+    for scores in (inside, outside):
+        np.testing.assert_allclose(pwl.forward_cpu(scores, labels), pwl.reference_forward(scores, labels),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, np.ones(1)),
+                                   pwl.reference_gradient(scores, labels, np.ones(1)), rtol=1e-12, atol=1e-300)
+
+
+def test_pairwise_nan_and_inf_scores_behave_as_the_reference() -> None:
+    labels = np.array([0, 1, 2, 0])
+    for bad in (np.nan, np.inf, -np.inf):
+        scores = np.array([0.5, bad, -1.0, 2.0])
+        # NaN where the reference has NaN, and the same numbers elsewhere
+        np.testing.assert_allclose(pwl.forward_cpu(scores, labels), pwl.reference_forward(scores, labels),
+                                   rtol=1e-14)
+        np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, np.ones(1)),
+                                   pwl.reference_gradient(scores, labels, np.ones(1)), rtol=1e-14)
+
+
+def test_log1p_series_is_accurate_on_the_unit_interval() -> None:
+    q = np.concatenate([np.geomspace(1e-300, 1.0, 2000), np.linspace(0.0, 1.0, 2001)[1:]])
+    got = np.array([pwl._log1p_ratio(v, 1.0) for v in q])
+    np.testing.assert_allclose(got, np.log1p(q), rtol=4e-16)
+
+
+# ---- Triton kernels on CPU (TRITON_INTERPRET=1) -------------------------------------------------------
+_INTERPRETED_CHECK = textwrap.dedent("""
+    import numpy as np, torch
+    from pairloss.ops import margin_ranking as mrc, negative as neg, pairwise_loss as pwl
+    rng = np.random.default_rng(0)
+    lengths = np.array([0, 1, 5, 40, 3, 70, 2], np.int32)
+    labels = rng.integers(0, 4, lengths.sum()).astype(np.float32)
+    labels[10:14] = 2.0  # a tied block
+    g = rng.standard_normal(lengths.size)
+    T = torch.from_numpy
+    for dtype, tol in ((np.float16, 2e-3), (np.float32, 1e-6), (np.float64, 1e-12)):
+        x = (rng.standard_normal(lengths.sum()) * 3).astype(dtype)
+        out = pwl.forward_cuda(T(x), T(labels), T(lengths)).numpy()
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.astype(float), pwl.reference_forward(x, labels, lengths).astype(float),
+                                   rtol=tol, atol=tol)
+        grad = pwl.gradient_cuda(T(x), T(labels), T(g), T(lengths)).numpy()
+        np.testing.assert_allclose(grad.astype(float), pwl.reference_gradient(x, labels, g, lengths).astype(float),
+                                   rtol=tol, atol=tol)
+    x = rng.standard_normal(9)
+    assert pwl.forward_cuda(T(x), T(np.zeros(9))).item() == 0.0  # all tied
+    x1 = rng.standard_normal(5000).astype(np.float32)
+    x2 = x1 - 0.5
+    y = rng.choice(np.array([-1, 1], np.int32), 5000)
+    # float64 arithmetic on both devices: equal, the many kinks (dist == 0) included
+    assert np.array_equal(mrc.forward_cuda(T(x1), T(x2), T(y), margin=0.5).numpy(),
+                          mrc.forward_cpu(x1, x2, y, margin=0.5))
+    for fast, cpu in zip(mrc.gradient_cuda(T(x1), T(x2), T(y), T(x1), margin=0.5),
+                         mrc.gradient_cpu(x1, x2, y, x1, margin=0.5)):
+        assert np.array_equal(fast.numpy(), cpu)
+    try:
+        mrc.forward_cuda(T(x1), T(x2[:10]), T(y), margin=0.5)
+        raise AssertionError("shape mismatch not caught")
+    except ValueError:
+        pass
+    assert np.array_equal(neg.negative_cuda(T(x1)).numpy(), -x1)
+    print("triton-interpreted-ok")
+""")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install pairloss[gpu])")
+def test_triton_kernels_interpreted_on_cpu_match_references() -> None:
+    # TRITON_INTERPRET is read when a kernel is decorated, so the check runs in a fresh interpreter
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", _INTERPRETED_CHECK], env=env, cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "triton-interpreted-ok" in result.stdout
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install pairloss[gpu])")
+@pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION is unset")
+def test_triton_kernels_compile_for_sm90() -> None:
+    # no GPU needed: Triton lowers to PTX and cubin for a named target with its bundled ptxas
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from pairloss.ops import negative
+
+    target = GPUTarget("cuda", 90, 32)
+    session_args = {"lab_ptr": "*fp64", "off_ptr": "*i64", "eps": "fp32", "IS_F64": "constexpr",
+                    "BLOCK_ROWS": "constexpr", "BLOCK_COLS": "constexpr"}
+    for is_f64 in (False, True):
+        consts = {"IS_F64": is_f64, "BLOCK_ROWS": pwl._BLOCK_ROWS, "BLOCK_COLS": pwl._BLOCK_COLS}
+        x = "*fp64" if is_f64 else "*fp32"
+        signatures = [
+            (pwl._forward_kernel, {"x_ptr": x, "sum_ptr": "*fp64", "cnt_ptr": "*i64", "n_row_blocks": "i32"}),
+            (pwl._gradient_kernel, {"x_ptr": x, "raw_ptr": "*fp64", "cnt_ptr": "*i64"}),
+        ]
+        for kernel, sig in signatures:
+            params = kernel.arg_names
+            full = {**sig, **session_args}
+            compiled = triton.compile(ASTSource(kernel, {p: full[p] for p in params}, consts), target=target)
+            assert "cubin" in compiled.asm
+    elementwise = [
+        (mrc._forward_kernel, {"x1_ptr": "*fp32", "x2_ptr": "*fp16", "y_ptr": "*i32", "out_ptr": "*fp32"}),
+        (mrc._gradient_kernel, {"x1_ptr": "*fp64", "x2_ptr": "*fp64", "y_ptr": "*i64", "g_ptr": "*fp64",
+                                "d1_ptr": "*fp64", "d2_ptr": "*fp64"}),
+        (negative._negative_kernel, {"x_ptr": "*i32", "y_ptr": "*i32"}),
+    ]
+    for kernel, sig in elementwise:
+        full = {**sig, "n": "i32", "margin_ptr": "*fp64", "BLOCK": "constexpr"}
+        src = ASTSource(kernel, {p: full[p] for p in kernel.arg_names}, {"BLOCK": 1024})
+        assert "cubin" in triton.compile(src, target=target).asm

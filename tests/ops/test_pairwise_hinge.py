@@ -1,0 +1,334 @@
+"""PairWiseHingeLoss: hand values, the O(n log n) kernel against the O(n^2) reference, gradients, edge cases."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pairloss
+from pairloss import registry
+from pairloss.ops import pairwise_hinge as ph
+from pairloss.registry import Net, OperatorDef
+
+
+def brute_force(scores: np.ndarray, labels: np.ndarray, margin: float) -> tuple[float, np.ndarray]:
+    """One session with an n x n broadcast (independent of both implementations): (loss, d loss/d scores)."""
+    x = scores.astype(np.float64)
+    dl = labels[:, None] - labels[None, :]  # row i above column j where dl > 0
+    pairs = dl >= 2**-23
+    h = margin - (x[:, None] - x[None, :])
+    active = pairs & ~(h < 0)
+    n_pairs = pairs.sum()
+    if not n_pairs:
+        return 0.0, np.zeros_like(x)
+    loss = np.where(active, h, 0.0).sum() / n_pairs
+    grad = (active.sum(axis=0) - active.sum(axis=1)) / n_pairs
+    return float(loss), grad
+
+
+# ---- hand-computed values -----------------------------------------------------------------------------
+def test_hand_computed_values() -> None:
+    # labels 2 > 1 > 0, scores 2, 1.5, 0: pairs (0,1) h = 1 - 0.5 = 0.5, (0,2) h = -1, (1,2) h = -0.5
+    scores, labels = np.array([2.0, 1.5, 0.0]), np.array([2, 1, 0])
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels), [0.5 / 3])
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss_gradient(scores, labels, np.array([1.0])),
+                               [-1 / 3, 1 / 3, 0.0])
+    # a larger margin makes every pair active: (1 + 2 - 0.5 ... ) with margin 3: 2.5 + 1 + 1.5
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels, margin=3.0), [5.0 / 3])
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss_gradient(scores, labels, np.array([3.0]), margin=3.0),
+                               [-2.0, 0.0, 2.0])
+
+
+def test_reversed_scores_give_margin_plus_the_gap() -> None:
+    # lo scored 4 above hi: max(0, 1 + 4) = 5
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(np.array([0.0, 4.0]), np.array([1, 0])), [5.0])
+
+
+def test_gradient_is_passed_at_the_kink() -> None:
+    # s_hi - s_lo == margin exactly: loss 0, gradient passed (MarginRankingCriterion's dist >= 0 rule)
+    scores, labels = np.array([1.0, 0.0]), np.array([1, 0])
+    assert pairloss.pairwise_hinge_loss(scores, labels)[0] == 0.0
+    np.testing.assert_array_equal(pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1)), [-1.0, 1.0])
+    # just past the kink: inactive
+    scores[0] = np.nextafter(1.0, 2.0)
+    np.testing.assert_array_equal(pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1)), [0.0, 0.0])
+
+
+def test_hinge_equals_margin_ranking_criterion_over_all_discordant_pairs() -> None:
+    rng = np.random.default_rng(5)
+    scores, labels = rng.standard_normal(30), rng.integers(0, 4, 30)
+    i, j = np.nonzero(labels[:, None] > labels[None, :])
+    mrc = pairloss.margin_ranking_criterion(scores[i], scores[j], np.ones(i.size), margin=0.7)
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels, margin=0.7), [mrc.mean()], rtol=1e-13)
+
+
+def test_sessions_are_averaged_separately() -> None:
+    scores = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
+    labels = np.array([1, 0, 2, 1, 0])
+    # session 1: one pair, h = 1; session 2: pairs (2,3) h = 0, (2,4) h = 0, (3,4) h = 1 -> 1/3
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels, np.array([2, 3])), [1.0, 1 / 3])
+
+
+# ---- the O(n log n) kernel against the O(n^2) reference ------------------------------------------------
+@st.composite
+def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Sessions on both sides of the pair-loop/sorting switch, with duplicate scores and exact hinge hits."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_sessions = draw(st.integers(0, 6))
+    lengths = rng.choice(np.array([0, 1, 2, 10, ph._DIRECT_MAX, ph._DIRECT_MAX + 1, 120, 260]), size=n_sessions)
+    n = int(lengths.sum())
+    kind = draw(st.sampled_from(["grid", "normal", "wide"]))
+    if kind == "grid":  # scores on a grid of 1/4: ties in score and s_hi - s_lo == margin all over
+        scores = rng.integers(-8, 9, n) / 4.0
+    elif kind == "normal":
+        scores = rng.standard_normal(n)
+    else:
+        scores = rng.standard_normal(n) * 1e3
+    label_kind = draw(st.sampled_from(["grades", "binary", "continuous", "near_ties", "all_tied"]))
+    if label_kind == "grades":
+        labels = rng.integers(0, 5, n).astype(np.float64)
+    elif label_kind == "binary":
+        labels = rng.integers(0, 2, n).astype(np.float64)
+    elif label_kind == "continuous":
+        labels = rng.standard_normal(n)
+    elif label_kind == "near_ties":  # distinct labels closer than 2^-23: "tied" is not transitive
+        labels = rng.integers(0, 3, n) + rng.choice([0.0, 2.0**-25], size=n)
+    else:
+        labels = np.full(n, 3.0)
+    margin = draw(st.sampled_from([1.0, 0.5, 0.25, 0.0, -0.5]))
+    loss_grad = rng.standard_normal(n_sessions)
+    return scores, labels, lengths.astype(np.int64), loss_grad, margin
+
+
+@given(case=hinge_cases())
+def test_fast_kernel_matches_reference(case: tuple) -> None:
+    scores, labels, lengths, g, margin = case
+    fast = ph.forward_cpu(scores, labels, lengths, margin=margin)
+    ref = ph.reference_forward(scores, labels, lengths, margin=margin)
+    atol = 1e-15 * max(1.0, float(np.abs(scores).max(initial=0.0)))
+    np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=atol)
+    # the kernel's gradient is exact pair counts times g / |P|; the reference adds +-g one pair at a time,
+    # so where the counts cancel it may keep ~1e-20 of rounding
+    np.testing.assert_allclose(ph.gradient_cpu(scores, labels, g, lengths, margin=margin),
+                               ph.reference_gradient(scores, labels, g, lengths, margin=margin),
+                               rtol=1e-12, atol=1e-15 * float(np.abs(g).max(initial=0.0)))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=["f16", "f32", "f64"])
+def test_dtypes_round_once_from_float64(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    lengths = np.array([300, 5, 0, 80])
+    scores = rng.standard_normal(lengths.sum()).astype(dtype)
+    labels = rng.integers(0, 4, lengths.sum()).astype(np.int16)
+    g = rng.standard_normal(lengths.size).astype(dtype)
+    out = ph.forward_cpu(scores, labels, lengths, margin=1.0)
+    grad = ph.gradient_cpu(scores, labels, g, lengths, margin=1.0)
+    assert out.dtype == grad.dtype == dtype and grad.shape == scores.shape
+    np.testing.assert_allclose(out, ph.reference_forward(scores, labels, lengths, margin=1.0), rtol=1e-3)
+    np.testing.assert_allclose(grad, ph.reference_gradient(scores, labels, g, lengths, margin=1.0), rtol=1e-3,
+                               atol=1e-12)
+
+
+def test_large_session_on_two_threads_matches_the_serial_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(11)
+    lengths = np.array([400, 700])
+    scores = rng.integers(-20, 20, lengths.sum()) / 8.0
+    labels = rng.integers(0, 5, lengths.sum())
+    g = np.array([0.5, -2.0])
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        return (ph.forward_cpu(scores, labels, lengths, margin=1.0),
+                ph.gradient_cpu(scores, labels, g, lengths, margin=1.0))
+
+    serial = run()
+    monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)  # both sessions now take the two-thread path
+    parallel = run()
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(parallel[0], ph.reference_forward(scores, labels, lengths, margin=1.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("step", [2.0**-24, 0.75 * 2.0**-23, 2.0**-23, 1e-7])
+def test_non_transitive_ties_in_a_sorted_session_match_reference(step: float) -> None:
+    # neighbours tie (|dl| < 2^-23) while items two steps apart do not: ranks alone would be wrong
+    rng = np.random.default_rng(12)
+    n = 240
+    labels = 1.0 + rng.integers(0, 12, n) * step
+    scores = rng.integers(-6, 7, n) / 4.0
+    g = np.array([1.3])
+    np.testing.assert_allclose(ph.forward_cpu(scores, labels, margin=0.5),
+                               ph.reference_forward(scores, labels, margin=0.5), rtol=1e-12)
+    np.testing.assert_allclose(ph.gradient_cpu(scores, labels, g, margin=0.5),
+                               ph.reference_gradient(scores, labels, g, margin=0.5), rtol=1e-12, atol=1e-15)
+
+
+def test_float32_continuous_labels_stay_on_the_sorted_path() -> None:
+    rng = np.random.default_rng(13)
+    n = 4000
+    labels = rng.standard_normal(n).astype(np.float32)  # many neighbours closer than 2^-23
+    scores = rng.standard_normal(n)
+    loss, grad = brute_force(scores, labels.astype(np.float64), 1.0)
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels), [loss], rtol=1e-12)
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1)), grad,
+                               rtol=1e-12, atol=1e-300)
+
+
+def test_large_single_session_matches_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    n = 3000
+    scores = np.round(rng.standard_normal(n) * 8) / 8  # many duplicates and exact hinge hits
+    labels = rng.integers(0, 5, n)
+    loss, grad = brute_force(scores, labels.astype(np.float64), 1.0)
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels), [loss], rtol=1e-12)
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1)), grad,
+                               rtol=1e-12, atol=1e-300)
+
+
+def test_radix_argsort_orders_signed_zeros_subnormals_and_extremes() -> None:
+    values = np.array([0.0, -0.0, 5e-324, -5e-324, 1e308, -1e308, 1.0, -1.0, 0.5, 0.5, 2.0**-1074 * 3])
+    n = values.size
+    keys, kbuf = np.empty(n), np.empty(n)
+    idx, ibuf = np.empty(n, np.int32), np.empty(n, np.int32)
+    assert ph._radix_argsort(values, keys, kbuf, idx, ibuf, np.empty((8, 256), np.int64))
+    np.testing.assert_array_equal(keys, np.sort(values))
+    np.testing.assert_array_equal(values[idx], keys)
+    assert not ph._radix_argsort(np.array([1.0, np.nan]), keys[:2], kbuf[:2], idx[:2], ibuf[:2],
+                                 np.empty((8, 256), np.int64))
+
+
+# ---- gradient against finite differences --------------------------------------------------------------
+@given(seed=st.integers(0, 2**32 - 1), margin=st.sampled_from([1.0, 0.3]))
+def test_gradient_matches_finite_differences(seed: int, margin: float) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = np.array([3, 60, 0, 7])  # 60 > _DIRECT_MAX: the sorted path
+    scores = rng.standard_normal(lengths.sum()) * 2
+    labels = rng.integers(0, 3, lengths.sum())
+    # keep every pair at least 1e-3 away from its kink, where the loss is not differentiable
+    for _ in range(50):
+        h = margin - (scores[:, None] - scores[None, :])
+        near = (np.abs(h) < 1e-3).any(axis=1)
+        if not near.any():
+            break
+        scores[near] += rng.uniform(0.01, 0.02, near.sum())
+    weights = rng.standard_normal(lengths.size)
+    objective = lambda x: float(weights @ ph.forward_cpu(x, labels, lengths, margin=margin))
+    analytic = ph.gradient_cpu(scores, labels, weights, lengths, margin=margin)
+    step = 1e-6
+    numeric = np.empty_like(scores)
+    for k in range(scores.size):
+        plus, minus = scores.copy(), scores.copy()
+        plus[k] += step
+        minus[k] -= step
+        numeric[k] = (objective(plus) - objective(minus)) / (2 * step)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+# ---- edge cases ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lengths", [[0, 1, 0], [1, 1, 1], [0, 0]])
+def test_empty_and_one_item_sessions_contribute_zero(lengths: list[int]) -> None:
+    n = sum(lengths)
+    x = np.arange(n, dtype=np.float64)
+    np.testing.assert_array_equal(pairloss.pairwise_hinge_loss(x, np.arange(n), np.array(lengths)),
+                                  np.zeros(len(lengths)))
+    np.testing.assert_array_equal(
+        pairloss.pairwise_hinge_loss_gradient(x, np.arange(n), np.ones(len(lengths)), np.array(lengths)),
+        np.zeros(n))
+
+
+@pytest.mark.parametrize("n", [5, 200])
+def test_loss_is_zero_when_all_labels_tie(n: int) -> None:
+    scores = np.random.default_rng(0).standard_normal(n)
+    labels = np.ones(n) + np.where(np.arange(n) % 2, 2.0**-25, 0.0)  # within 2^-23 of each other
+    assert pairloss.pairwise_hinge_loss(scores, labels)[0] == 0.0
+    assert not pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1)).any()
+
+
+def test_empty_input_without_lengths_is_one_zero() -> None:
+    np.testing.assert_array_equal(pairloss.pairwise_hinge_loss(np.zeros(0), np.zeros(0)), [0.0])
+    assert pairloss.pairwise_hinge_loss_gradient(np.zeros((0, 1)), np.zeros(0), np.ones(1)).shape == (0, 1)
+
+
+@pytest.mark.parametrize("n", [6, 100])
+def test_nan_score_makes_its_session_nan_and_passes_the_gradient(n: int) -> None:
+    scores = np.linspace(0.0, 1.0, n)
+    scores[2] = np.nan
+    labels = np.arange(n) % 3
+    lengths = np.array([n, 3])
+    out = pairloss.pairwise_hinge_loss(np.append(scores, [0.0, 1.0, 2.0]), np.append(labels, [0, 1, 2]), lengths)
+    assert np.isnan(out[0]) and np.isfinite(out[1])
+    grad = pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1))
+    np.testing.assert_allclose(grad, ph.reference_gradient(scores, labels, np.ones(1), margin=1.0), rtol=1e-12)
+    assert grad[2] != 0.0
+
+
+def test_gradient_has_no_nan_for_scores_of_1e30() -> None:
+    scores = np.array([1e30, -1e30, 0.0, 1e30, 3.0] * 20)
+    labels = np.arange(100) % 4
+    g = pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(1))
+    assert np.isfinite(g).all()
+    np.testing.assert_allclose(g, ph.reference_gradient(scores, labels, np.ones(1), margin=1.0), rtol=1e-12)
+    np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels),
+                               ph.reference_forward(scores, labels, margin=1.0), rtol=1e-12)
+
+
+def test_lengths_split_equals_separate_calls() -> None:
+    rng = np.random.default_rng(9)
+    lengths = [70, 3, 0, 120]
+    scores, labels = rng.standard_normal(sum(lengths)), rng.integers(0, 3, sum(lengths))
+    joint = pairloss.pairwise_hinge_loss(scores, labels, np.array(lengths), margin=0.5)
+    bounds = np.cumsum([0, *lengths])
+    separate = [pairloss.pairwise_hinge_loss(scores[a:b], labels[a:b], margin=0.5)[0]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    np.testing.assert_array_equal(joint, separate)
+
+
+# ---- schema, registry, errors -------------------------------------------------------------------------
+def test_schema_declares_margin_once() -> None:
+    s = registry.schema("PairWiseHingeLoss")
+    assert s.get_arg("margin").default == 1.0 and s.get_arg("margin").doc
+    for fn in (pairloss.pairwise_hinge_loss, pairloss.pairwise_hinge_loss_gradient):
+        assert inspect.signature(fn).parameters["margin"].default == s.get_arg("margin").default
+    assert registry.schema("PairWiseHingeLossGradient").is_gradient_op
+    assert s.infer_shapes([((7, 1), np.dtype(np.float32)), ((7,), np.dtype(np.int32)), ((3,), np.dtype(np.int32))]) \
+        == [((3,), np.dtype(np.float32))]
+    assert not s.inplace
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_gradient_maker_forwards_margin_and_lengths(with_lengths: bool) -> None:
+    inputs = ("X", "label", "lengths") if with_lengths else ("X", "label")
+    op = OperatorDef("PairWiseHingeLoss", inputs, ("Y",), {"margin": 0.25})
+    (grad,) = registry.get_gradient_defs(op)
+    assert grad.type == "PairWiseHingeLossGradient"
+    assert grad.inputs == ("X", "label", "Y_grad") + (("lengths",) if with_lengths else ())
+    assert grad.outputs == ("X_grad",) and grad.args == {"margin": 0.25}
+
+
+def test_net_backward_matches_the_gradient_function() -> None:
+    rng = np.random.default_rng(4)
+    scores, labels, lengths = rng.standard_normal(90), rng.integers(0, 3, 90), np.array([60, 30])
+    net = Net()
+    net.PairWiseHingeLoss(["X", "label", "lengths"], ["Y"], margin=0.5)
+    grads = net.add_gradient_operators(["Y"])
+    ws = net.run({"X": scores, "label": labels, "lengths": lengths})
+    np.testing.assert_allclose(
+        ws[grads["X"]], pairloss.pairwise_hinge_loss_gradient(scores, labels, np.ones(2), lengths, margin=0.5))
+
+
+def test_errors_name_the_argument() -> None:
+    x = np.zeros(4)
+    with pytest.raises(ValueError, match="lengths must sum to the number of scores N=4"):
+        pairloss.pairwise_hinge_loss(x, np.zeros(4), np.array([1, 2]))
+    with pytest.raises(ValueError, match="labels contain NaN"):
+        pairloss.pairwise_hinge_loss(x, np.array([0.0, np.nan, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="scores must be a float16, float32 or float64 array"):
+        pairloss.pairwise_hinge_loss(np.zeros(4, np.int64), np.zeros(4))
+    with pytest.raises(ValueError, match="loss_grad must have one entry per session"):
+        pairloss.pairwise_hinge_loss_gradient(x, np.zeros(4), np.ones(2))
+    with pytest.raises(ValueError, match="argument 'margin' must be finite"):
+        pairloss.pairwise_hinge_loss(x, np.zeros(4), margin=float("inf"))
+    with pytest.raises(ValueError, match="unknown argument"):
+        registry.run("PairWiseHingeLoss", x, np.zeros(4), scale=2.0)
