@@ -141,22 +141,18 @@ def _bench_margin_ranking(n: int, repeats: int) -> list[BenchRow]:
     ]
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _negative_prange(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    for i in numba.prange(x.size):
-        out[i] = -x[i]
-
-
 def _bench_negative(n: int, repeats: int) -> list[BenchRow]:
+    from pairloss.ops.negative import negative_cpu
+
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     out = np.empty_like(x)
-    fns = {"numpy": lambda: np.negative(x, out=out), "numba": lambda: _negative_prange(x, out),
-           "numpy_new": lambda: np.negative(x), "numba_new": lambda: _negative_prange(x, np.empty_like(x))}
+    fns = {"ours": lambda: negative_cpu(x, out=out), "numpy": lambda: np.negative(x, out=out),
+           "ours_new": lambda: negative_cpu(x), "numpy_new": lambda: np.negative(x)}
     times = _interleaved(fns, repeats)
-    return [BenchRow("Negative", f"N={n:.0e} float32, preallocated output", times["numpy"],
-                     "Numba prange on the same threads", times["numba"]),
-            BenchRow("Negative", f"N={n:.0e} float32, new output", times["numpy_new"],
-                     "Numba prange on the same threads", times["numba_new"])]
+    return [BenchRow("Negative", f"N={n:.0e} float32, preallocated output", times["ours"],
+                     "np.negative(x, out=out)", times["numpy"]),
+            BenchRow("Negative", f"N={n:.0e} float32, new output", times["ours_new"],
+                     "np.negative(x)", times["numpy_new"])]
 
 
 # ---- pairwise losses: padded n x n torch broadcasts ---------------------------------------------------

@@ -61,10 +61,10 @@ def test_mrc_kernels_match_reference(dtype: type, case: tuple, y_dtype: type) ->
     np.testing.assert_array_equal(d2, r2)
 
 
-def test_mrc_parallel_chunks_match_reference() -> None:
-    # beyond the serial cut-off the work is split into chunks, the last one partial
+def test_mrc_parallel_loop_matches_reference() -> None:
+    # beyond the serial cut-off the loop runs in parallel, over an odd length
     rng = np.random.default_rng(3)
-    n = 3 * mrc._CHUNK + 5
+    n = 3 * mrc._SERIAL_BELOW + 5
     x1, x2 = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     x2[::7] = x1[::7] + 1.0  # on the kink for y = +1, margin 1
     y = rng.choice(np.array([-1, 1], np.int32), size=n)

@@ -71,3 +71,31 @@ def test_negate_gradient_forward_is_a_copy_of_any_dtype() -> None:
         y = pairloss.negate_gradient(x)
         assert y is not x and y.dtype == x.dtype
         np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.float32, np.float64])
+def test_parallel_kernel_on_large_arrays_matches_the_ufunc(dtype: type) -> None:
+    from pairloss.ops import negative as neg
+
+    n = neg._PARALLEL_MIN + 3  # above the cut-off: the Numba loop (when two threads are available)
+    rng = np.random.default_rng(0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        x = rng.integers(info.min, info.max, n, dtype=dtype, endpoint=True)
+        x[:2] = info.min, 0  # the minimum wraps to itself
+    else:
+        x = rng.standard_normal(n).astype(dtype)
+        x[:3] = 0.0, np.inf, np.nan
+    expected = np.negative(x)
+    got = pairloss.negative(x.reshape(-1, 1))
+    assert got.shape == (n, 1) and got.dtype == x.dtype
+    np.testing.assert_array_equal(got.reshape(-1), expected)
+    assert np.array_equal(np.signbit(got.reshape(-1)), np.signbit(expected))
+    np.testing.assert_array_equal(registry.reference("Negative")(x[:50]), expected[:50])
+    inplace = x.copy()
+    assert pairloss.negative(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, expected)
+    # an output that overlaps the input without being it must still see the original values
+    buf = np.concatenate([x, x[:1]])
+    pairloss.negative(buf[:-1], out=buf[1:])
+    np.testing.assert_array_equal(buf[1:], expected)

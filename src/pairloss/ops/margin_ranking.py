@@ -15,7 +15,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, tl, triton
+from pairloss._backends import HAS_TRITON, serial_twin, tl, triton
 from pairloss._checks import as_float_array, as_sign_labels, check_same_shape
 from pairloss.registry import (
     GI,
@@ -107,15 +107,15 @@ def reference_gradient(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad:
 # one `+ margin` that the float64 reference also does: the kink test `dist < 0` and the value agree with
 # the reference bit for bit before the final cast. The loops also count labels other than -1/+1, so Y's
 # values are validated in the same pass instead of three extra ones (the error is raised afterwards, by
-# the same check `_prepare` uses). Work is split into fixed chunks (prange over chunks, not elements).
-_CHUNK = 1 << 16
+# the same check `_prepare` uses). A plain prange over elements (Numba hands each thread one contiguous
+# range) streams at the copy bandwidth; an explicit chunk loop calling a range function measured half that.
 _SERIAL_BELOW = 1 << 15  # below this a parallel launch costs more than the loop
 
 
-@numba.njit(cache=True, nogil=True)
-def _forward_range(x1, x2, y, margin, out, start, stop):  # pragma: no cover - compiled
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _forward_loop(x1, x2, y, margin, out):  # pragma: no cover - compiled
     bad = 0
-    for i in range(start, stop):
+    for i in numba.prange(x1.size):
         t = np.float64(y[i])
         bad += (t != 1.0) & (t != -1.0)
         dist = -t * (np.float64(x1[i]) - np.float64(x2[i])) + margin
@@ -123,10 +123,10 @@ def _forward_range(x1, x2, y, margin, out, start, stop):  # pragma: no cover - c
     return bad
 
 
-@numba.njit(cache=True, nogil=True)
-def _gradient_range(x1, x2, y, g, margin, d1, d2, start, stop):  # pragma: no cover - compiled
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _gradient_loop(x1, x2, y, g, margin, d1, d2):  # pragma: no cover - compiled
     bad = 0
-    for i in range(start, stop):
+    for i in numba.prange(x1.size):
         t = np.float64(y[i])
         bad += (t != 1.0) & (t != -1.0)
         dist = -t * (np.float64(x1[i]) - np.float64(x2[i])) + margin
@@ -136,22 +136,8 @@ def _gradient_range(x1, x2, y, g, margin, d1, d2, start, stop):  # pragma: no co
     return bad
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _forward_loop(x1, x2, y, margin, out):  # pragma: no cover - compiled
-    n = x1.size
-    bad = 0
-    for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
-        bad += _forward_range(x1, x2, y, margin, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
-    return bad
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _gradient_loop(x1, x2, y, g, margin, d1, d2):  # pragma: no cover - compiled
-    n = x1.size
-    bad = 0
-    for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
-        bad += _gradient_range(x1, x2, y, g, margin, d1, d2, c * _CHUNK, min(n, (c + 1) * _CHUNK))
-    return bad
+_forward_loop_serial = serial_twin(_forward_loop)
+_gradient_loop_serial = serial_twin(_gradient_loop)
 
 
 def _prepare_for_loop(x1: npt.ArrayLike, x2: npt.ArrayLike, y: npt.ArrayLike,
@@ -182,7 +168,7 @@ def forward_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: float)
     x1, x2, y = _prepare_for_loop(x1, x2, y)
     out = np.empty(x1.size, _kernel_dtype(x1.dtype))
     args = (_flat(x1), _flat(x2), _flat(y), float(margin), out)
-    bad = _forward_range(*args, 0, x1.size) if x1.size < _SERIAL_BELOW else _forward_loop(*args)
+    bad = (_forward_loop_serial if x1.size < _SERIAL_BELOW else _forward_loop)(*args)
     if bad:
         as_sign_labels("Y", y)  # raises, naming the offending values
     return out.reshape(x1.shape).astype(x1.dtype, copy=False)
@@ -194,7 +180,7 @@ def gradient_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad: np.nd
     d1 = np.empty(x1.size, _kernel_dtype(x1.dtype))
     d2 = np.empty(x2.size, _kernel_dtype(x2.dtype))
     args = (_flat(x1), _flat(x2), _flat(y), _flat(g), float(margin), d1, d2)
-    bad = _gradient_range(*args, 0, x1.size) if x1.size < _SERIAL_BELOW else _gradient_loop(*args)
+    bad = (_gradient_loop_serial if x1.size < _SERIAL_BELOW else _gradient_loop)(*args)
     if bad:
         as_sign_labels("Y", y)
     return (d1.reshape(x1.shape).astype(x1.dtype, copy=False),

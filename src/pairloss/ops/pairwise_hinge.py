@@ -196,7 +196,9 @@ def _radix_argsort(values, keys, kbuf, idx, ibuf, hist):  # pragma: no cover - c
         if not np.isfinite(values[k]):
             return False
         u = src[k]
-        u = ~u if u & _SIGN else u | _SIGN  # negative floats reversed, positive ones above them
+        # 2^63 +- magnitude: negatives reversed below positives, and the low zero bits of a float32-exact
+        # value stay zero on both sides, so those bytes' passes are skipped (5 passes instead of 8)
+        u = _SIGN - (u ^ _SIGN) if u & _SIGN else u | _SIGN
         ku[k] = u
         idx[k] = k
         for p in range(8):
@@ -226,7 +228,7 @@ def _radix_argsort(values, keys, kbuf, idx, ibuf, hist):  # pragma: no cover - c
         idx[:] = ibuf
     for k in range(n):
         u = ku[k]
-        ku[k] = u ^ _SIGN if u & _SIGN else ~u
+        ku[k] = u ^ _SIGN if u >= _SIGN else (_SIGN - u) | _SIGN  # -0.0 comes back as +0.0
     return True
 
 
