@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from pairloss._backends import serial_twin
 from pairloss._checks import FLT_EPSILON
-from pairloss.ops.pairwise_loss import _prepare
+from pairloss.ops.pairwise_loss import _LENGTHS_DOC, _prepare, per_session_output
 from pairloss.registry import (
     GI,
     GO,
@@ -62,8 +62,6 @@ from pairloss.registry import (
 
 __all__ = ["GRADIENT_SCHEMA", "SCHEMA", "pairwise_hinge_loss", "pairwise_hinge_loss_gradient"]
 
-_LENGTHS_DOC = ("Optional session sizes, 1-D non-negative integers summing to N; sessions are contiguous. "
-                "Without it all N items form one session.")
 _MARGIN_DOC = ("Required score gap between the higher- and the lower-labelled item of each pair "
                "(1.0, as MarginRankingCriterion).")
 
@@ -76,8 +74,7 @@ SCHEMA = (
     .input(2, "lengths", _LENGTHS_DOC, optional=True)
     .output(0, "Y", "Mean pairwise hinge loss per session, shape (S,) ((1,) without lengths); dtype of X.")
     .arg("margin", float, default=1.0, doc=_MARGIN_DOC)
-    .tensor_inference_function(
-        lambda specs, _args: [((specs[2][0][0],) if len(specs) > 2 else (1,), specs[0][1])])
+    .tensor_inference_function(per_session_output)
     .onnx_decomposition("pairloss.onnx:pairwise_hinge_loss_decomposition")
     .set_doc(__doc__)
 )

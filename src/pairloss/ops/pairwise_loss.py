@@ -24,6 +24,7 @@ Deliberate differences from Caffe2, for a loss users can trust:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numba
@@ -55,6 +56,12 @@ __all__ = ["GRADIENT_SCHEMA", "SCHEMA", "pairwise_loss", "pairwise_loss_gradient
 _LENGTHS_DOC = ("Optional session sizes, 1-D non-negative integers summing to N; sessions are contiguous. "
                 "Without it all N items form one session.")
 
+
+def per_session_output(specs: Sequence[tuple[tuple[int, ...], np.dtype]], _args: Mapping[str, Any]) -> list:
+    """Shape inference of the session losses: one value per session, (1,) without lengths; X's dtype."""
+    return [((specs[2][0][0],) if len(specs) > 2 else (1,), specs[0][1])]
+
+
 SCHEMA = (
     operator_schema("PairWiseLoss")
     .num_inputs(2, 3)
@@ -63,8 +70,7 @@ SCHEMA = (
     .input(1, "label", "Relevance labels, shape (N,) or (N, 1); integer or float (ties: |difference| < 2^-23).")
     .input(2, "lengths", _LENGTHS_DOC, optional=True)
     .output(0, "Y", "Mean pairwise logistic loss per session, shape (S,) ((1,) without lengths); dtype of X.")
-    .tensor_inference_function(
-        lambda specs, _args: [((specs[2][0][0],) if len(specs) > 2 else (1,), specs[0][1])])
+    .tensor_inference_function(per_session_output)
     .onnx_decomposition("pairloss.onnx:pairwise_loss_decomposition")
     .set_doc(__doc__)
 )
