@@ -1,6 +1,6 @@
 """Benchmark the CPU kernels against the standard alternatives and print BENCHMARKS.md's table.
 
-    python benchmarks/bench_ops.py            # full sizes (a few minutes, ~6 GB peak for torch's n x n)
+    python benchmarks/bench_ops.py            # full sizes (about 5 minutes, ~3 GB peak for torch's n x n)
     python benchmarks/bench_ops.py --quick    # small sizes, seconds
     pairloss bench [--quick]                  # the same table, rendered in the terminal
 
