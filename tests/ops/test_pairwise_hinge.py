@@ -165,7 +165,7 @@ def test_non_transitive_ties_in_a_sorted_session_match_reference(step: float) ->
                                ph.reference_gradient(scores, labels, g, margin=0.5), rtol=1e-12, atol=1e-15)
 
 
-def test_float32_continuous_labels_stay_on_the_sorted_path() -> None:
+def test_float32_continuous_labels_with_near_ties_match_brute_force() -> None:
     rng = np.random.default_rng(13)
     n = 4000
     labels = rng.standard_normal(n).astype(np.float32)  # many neighbours closer than 2^-23
