@@ -478,6 +478,13 @@ if HAS_TRITON:
         return tl.where(u == 1.0, q, tl.log(u) * (q / tl.where(u == 1.0, 1.0, u - 1.0)))
 
     @triton.jit
+    def _load_items(x_ptr, lab_ptr, start, idx, ok, IS_F64: tl.constexpr):
+        # scores in the working precision (float64 only for float64 scores), labels as stored (float64)
+        x = tl.load(x_ptr + start + idx, mask=ok, other=0.0)
+        x = x.to(tl.float64) if IS_F64 else x.to(tl.float32)
+        return x, tl.load(lab_ptr + start + idx, mask=ok, other=0.0)
+
+    @triton.jit
     def _forward_kernel(x_ptr, lab_ptr, off_ptr, sum_ptr, cnt_ptr, n_row_blocks, eps,
                         IS_F64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
         s = tl.program_id(0)
@@ -486,9 +493,7 @@ if HAS_TRITON:
         n = tl.load(off_ptr + s + 1) - start
         rows = rb * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         row_ok = rows < n
-        xi = tl.load(x_ptr + start + rows, mask=row_ok, other=0.0)
-        xi = xi.to(tl.float64) if IS_F64 else xi.to(tl.float32)
-        li = tl.load(lab_ptr + start + rows, mask=row_ok, other=0.0)
+        xi, li = _load_items(x_ptr, lab_ptr, start, rows, row_ok, IS_F64)
         acc = tl.zeros([BLOCK_ROWS], dtype=tl.float64 if IS_F64 else tl.float32)
         cnt = tl.zeros([BLOCK_ROWS], dtype=tl.int32)
         # pairs (i, j < i): columns up to the block's last row, none when the block lies past the session
@@ -496,9 +501,7 @@ if HAS_TRITON:
         for c0 in range(0, stop, BLOCK_COLS):
             cols = c0 + tl.arange(0, BLOCK_COLS)
             col_ok = cols < n
-            xj = tl.load(x_ptr + start + cols, mask=col_ok, other=0.0)
-            xj = xj.to(tl.float64) if IS_F64 else xj.to(tl.float32)
-            lj = tl.load(lab_ptr + start + cols, mask=col_ok, other=0.0)
+            xj, lj = _load_items(x_ptr, lab_ptr, start, cols, col_ok, IS_F64)
             dl = li[:, None] - lj[None, :]
             counted = (row_ok[:, None] & col_ok[None, :] & (cols[None, :] < rows[:, None])
                        & (tl.abs(dl) >= eps))
@@ -518,9 +521,7 @@ if HAS_TRITON:
         n = tl.load(off_ptr + s + 1) - start
         rows = rb * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         row_ok = rows < n
-        xi = tl.load(x_ptr + start + rows, mask=row_ok, other=0.0)
-        xi = xi.to(tl.float64) if IS_F64 else xi.to(tl.float32)
-        li = tl.load(lab_ptr + start + rows, mask=row_ok, other=0.0)
+        xi, li = _load_items(x_ptr, lab_ptr, start, rows, row_ok, IS_F64)
         acc = tl.zeros([BLOCK_ROWS], dtype=tl.float64 if IS_F64 else tl.float32)
         cnt = tl.zeros([BLOCK_ROWS], dtype=tl.int32)
         # every partner of row i, both triangles, so each program writes only its own rows
@@ -528,9 +529,7 @@ if HAS_TRITON:
         for c0 in range(0, stop, BLOCK_COLS):
             cols = c0 + tl.arange(0, BLOCK_COLS)
             col_ok = cols < n
-            xj = tl.load(x_ptr + start + cols, mask=col_ok, other=0.0)
-            xj = xj.to(tl.float64) if IS_F64 else xj.to(tl.float32)
-            lj = tl.load(lab_ptr + start + cols, mask=col_ok, other=0.0)
+            xj, lj = _load_items(x_ptr, lab_ptr, start, cols, col_ok, IS_F64)
             dl = li[:, None] - lj[None, :]
             counted = row_ok[:, None] & col_ok[None, :] & (tl.abs(dl) >= eps)  # j == i is a tie
             z = tl.where(dl > 0, xj[None, :] - xi[:, None], xi[:, None] - xj[None, :])  # x_lo - x_hi
