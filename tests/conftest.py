@@ -18,7 +18,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(params=["cpu", "cuda"], ids=["cpu", "cuda"])
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)], ids=["cpu", "cuda"])
 def device(request: pytest.FixtureRequest) -> str:
     """Every device; the cuda case skips (not fails) where no CUDA device or Triton is present."""
     if request.param == "cuda":

@@ -274,3 +274,17 @@ def test_cli_defaults_are_the_library_defaults() -> None:
         assert params[name].default == getattr(defaults, renamed.get(name, name)), name
     assert params["hidden"].default == ",".join(map(str, defaults.hidden))
     assert params["loss"].default == "pairwise" and defaults.loss == "pairwise_logistic"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_train_on_cuda_matches_cpu(tmp_path: Path) -> None:
+    # the whole toolkit on the device: Triton PairWiseLoss kernels under autograd, evaluation, checkpoint
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        out = tmp_path / dev
+        result = invoke("train", *QUICK, "--device", dev, "--seed", "0", "--out", out)
+        assert result.exit_code == 0, result.output
+        runs[dev] = json.loads((out / "metrics.json").read_text())
+    assert runs["cuda"]["history"][-1]["train_loss"] == pytest.approx(runs["cpu"]["history"][-1]["train_loss"],
+                                                                     rel=1e-3)
