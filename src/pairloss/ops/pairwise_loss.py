@@ -23,16 +23,22 @@ Deliberate differences from Caffe2, for a loss users can trust:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pairloss._backends import HAS_TRITON, tl, triton
-from pairloss._checks import FLT_EPSILON, as_float_array, check_lengths
+from pairloss._checks import FLT_EPSILON, check_lengths
 from pairloss.ops.pair_loops import logistic_forward, logistic_gradient, logistic_second_order, plan_sessions
-from pairloss.ops.sessions import LENGTHS_DOC, per_session_output, prepare_sessions
+from pairloss.ops.sessions import (
+    LENGTHS_DOC,
+    per_session_output,
+    prepare_second_order,
+    prepare_sessions,
+    sigmoid,
+    softplus,
+)
 from pairloss.registry import (
     GI,
     GO,
@@ -102,18 +108,6 @@ GRADIENT_GRADIENT_SCHEMA = (
 )
 
 
-def _softplus(z: float) -> float:
-    # relu(z) + log1p(exp(-|z|)): exact and finite for every finite z, where log(1 + exp(z)) overflows
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
 # ---- reference (float64, Caffe2's loop order) --------------------------------------------------------
 def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
@@ -126,7 +120,7 @@ def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarra
                 if abs(lab[i] - lab[j]) < FLT_EPSILON:
                     continue  # ties carry no preference
                 sign = 1.0 if lab[i] > lab[j] else -1.0
-                total += _softplus(sign * (float(flat[j]) - float(flat[i])))
+                total += softplus(sign * (float(flat[j]) - float(flat[i])))
                 pairs += 1
         out[s] = total / pairs if pairs else 0.0  # no discordant pair: nothing to learn, loss 0
         offset += length
@@ -145,7 +139,7 @@ def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.nda
                 if abs(lab[i] - lab[j]) < FLT_EPSILON:
                     continue
                 sign = 1.0 if lab[i] > lab[j] else -1.0
-                grad = sign * float(g[s]) * _sigmoid(sign * (float(flat[j]) - float(flat[i])))
+                grad = sign * float(g[s]) * sigmoid(sign * (float(flat[j]) - float(flat[i])))
                 dx[i] -= grad
                 dx[j] += grad
                 pairs += 1
@@ -155,21 +149,10 @@ def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.nda
     return dx.reshape(x.shape).astype(x.dtype)
 
 
-def _prepare_second_order(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
-                          direction: npt.ArrayLike, lengths: npt.ArrayLike | None) -> tuple[np.ndarray, ...]:
-    """prepare_sessions plus the direction X_grad_grad, which must have the shape of X."""
-    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
-    v = as_float_array("X_grad_grad", direction)
-    if v.shape != x.shape:
-        msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
-        raise ValueError(msg)
-    return x, flat, lab, lens, g, v.reshape(-1)
-
-
 def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                                 direction: np.ndarray, lengths: np.ndarray | None = None
                                 ) -> tuple[np.ndarray, np.ndarray]:
-    x, flat, lab, lens, g, v = _prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
     hv = np.zeros(flat.shape[0], np.float64)
     gg = np.zeros(lens.size, np.float64)
     offset = 0
@@ -180,7 +163,7 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
                 if abs(lab[i] - lab[j]) < FLT_EPSILON:
                     continue
                 hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
-                sig = _sigmoid(float(flat[lo]) - float(flat[hi]))
+                sig = sigmoid(float(flat[lo]) - float(flat[hi]))
                 w = sig * (1.0 - sig)
                 hv[i] += w * (float(v[i]) - float(v[j]))
                 hv[j] += w * (float(v[j]) - float(v[i]))
@@ -220,7 +203,7 @@ def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
 
 def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
                           lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    x, flat, lab, lens, g, v = _prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
     hv, dot, pairs = logistic_second_order(flat, lab, lens, v)
     scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     gg = np.divide(dot, pairs, out=np.zeros(lens.size), where=pairs > 0)
