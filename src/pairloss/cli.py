@@ -117,17 +117,18 @@ _RESUME_FLAGS = {"out", "resume", "progress", *RESUMABLE_FIELDS}
 _USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError, RuntimeError, EOFError)
 
 
-def _flag(name: str) -> str:
-    return _INPUT_FLAGS.get(name) or _FIELD_FLAGS.get(name) or "--" + name.replace("_", "-")
+def _option(name: str) -> str:
+    """The flag of a ``train`` parameter or TrainConfig field."""
+    return _FIELD_FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
 def _one_line(exc: BaseException) -> str:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, InputError):
-        return f"{_flag(exc.source)}: {message}"
+        return f"{_INPUT_FLAGS.get(exc.source) or _option(exc.source)}: {message}"
     field = message.split(" ", 1)[0].rstrip(":")
     if field in TrainConfig.__dataclass_fields__:  # "lr must be > 0": the field is the flag's name
-        return _flag(field) + message[len(field):]
+        return _option(field) + message[len(field):]
     return message
 
 
@@ -219,7 +220,8 @@ def train_command(
     optimizer: Annotated[_Optimizer, typer.Option("--optimizer")] = _DEFAULTS.optimizer,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = _DEFAULTS.lr,
     momentum: Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.")] = _DEFAULTS.momentum,
-    margin: Annotated[float, typer.Option("--margin", help="Margin of the hinge and margin losses.")] = _DEFAULTS.margin,
+    margin: Annotated[float, typer.Option("--margin", help="Margin of the hinge and margin losses.")
+                      ] = _DEFAULTS.margin,
     l1: Annotated[float, typer.Option("--l1", min=0.0, help="L1 penalty on weights.")] = _DEFAULTS.l1,
     l2: Annotated[float, typer.Option("--l2", min=0.0, help="L2 penalty on weights.")] = _DEFAULTS.l2,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs (with --resume: the new total).")
@@ -227,13 +229,15 @@ def train_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sessions per batch.")
                           ] = _DEFAULTS.sessions_per_batch,
     patience: Annotated[int, typer.Option(
-        "--patience", min=0, help="Stop after this many epochs without improvement; 0: never.")] = _DEFAULTS.patience or 0,
+        "--patience", min=0, help="Stop after this many epochs without improvement; 0: never.")
+    ] = _DEFAULTS.patience or 0,
     eval_metric: Annotated[str, typer.Option("--eval-metric", help="Validation metric to maximise.")
                            ] = _DEFAULTS.eval_metric,
     gain: Annotated[_Gain, typer.Option("--gain", help="NDCG gain: exp2 (2^label - 1) or linear (label).")
                     ] = _DEFAULTS.gain,
     standardize: Annotated[bool, typer.Option(
-        "--standardize/--no-standardize", help="Standardise features with training statistics.")] = _DEFAULTS.standardize,
+        "--standardize/--no-standardize", help="Standardise features with training statistics.")
+    ] = _DEFAULTS.standardize,
     seed: Annotated[int, typer.Option("--seed", min=0)] = _DEFAULTS.seed,
     device: Annotated[Literal["cpu", "cuda"], typer.Option("--device")] = _DEFAULTS.device,  # type: ignore[assignment]
     resume: Annotated[bool, typer.Option(
@@ -257,7 +261,7 @@ def train_command(
         if resume:
             fixed = [name for name in _given(ctx) if name not in _RESUME_FLAGS]
             if fixed:
-                raise ValueError(f"{_flag(fixed[0])} cannot be given with --resume: the run continues with the "
+                raise ValueError(f"{_option(fixed[0])} cannot be given with --resume: the run continues with the "
                                  "options and data it was started with (only --epochs and --patience may change)")
             given = _given(ctx)
             report = resume_training(
@@ -373,9 +377,9 @@ def bench_command(
     console.print(table)
 
 
-def main() -> None:
-    """Entry point of the ``pairloss`` script."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pairloss`` script; ``argv`` defaults to ``sys.argv[1:]``."""
+    app(args=argv, prog_name="pairloss")
 
 
 if __name__ == "__main__":

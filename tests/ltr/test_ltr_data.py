@@ -226,7 +226,7 @@ def test_load_svmlight_rejects_other_feature_counts_without_padding(tmp_path: Pa
     # plausible NDCG of 0.93 before (issue 9); both widths are named.
     path = write(tmp_path, "a.txt", SVM_TEXT)
     assert load_svmlight(path, n_features=4).n_features == 4
-    with pytest.raises(ValueError, match=r"a\.txt has 4 feature columns \(feature indices 0\.\.3\) but 7 were expected"):
+    with pytest.raises(ValueError, match=r"a\.txt has 4 feature columns \(feature indices 0\.\.3\) but 7 were"):
         load_svmlight(path, n_features=7)
     with pytest.raises(ValueError, match=r"a\.txt has 4 feature columns .* but 3 were expected"):
         load_svmlight(path, n_features=3)
@@ -416,5 +416,5 @@ def test_lightgbm_example_data(lightgbm_rank_dir: Path) -> None:
     # First row of rank.train is "0 10:0.89 11:0.75 ...": zero-based indices are the columns.
     assert train.labels[0] == 0
     np.testing.assert_allclose(train.features[0, 10:12], [0.89, 0.75], rtol=1e-6)
-    with pytest.raises(ValueError, match="rank.test has 301 feature columns .* but 100 were expected"):
+    with pytest.raises(ValueError, match=r"rank\.test has 301 feature columns .* but 100 were expected"):
         load(lightgbm_rank_dir / "rank.test", n_features=100)

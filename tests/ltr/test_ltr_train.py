@@ -199,7 +199,7 @@ def test_losses_are_the_nn_functional_ones_and_can_be_replaced(toy, tmp_path: Pa
 
 
 def test_resume_without_a_checkpoint_is_an_error(toy, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint.pt"):
+    with pytest.raises(FileNotFoundError, match=r"holds no checkpoint\.pt"):
         run(TrainConfig(epochs=1), toy, tmp_path / "empty", resume=True)
 
 

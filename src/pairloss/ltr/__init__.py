@@ -16,13 +16,13 @@ Modules, each one concept (imports point down this list, never up):
 * :mod:`~pairloss.ltr.api`: what the ``pairloss`` commands call, and the life of a run directory.
 """
 
-from ._toy_data import make_toy_dataset
 from .api import evaluate_model, predict_file, resume_training, run_training
 from .checkpoint import load_model
 from .config import TrainConfig
 from .data import RankingDataset, load, load_fold, load_lightgbm, load_svmlight
 from .metrics import evaluate, mean_average_precision, mrr, ndcg_at, pairwise_accuracy, parse_metric
 from .models import LinearScorer, MLPScorer, Scorer, Standardizer, make_model
+from .toy_data import make_toy_dataset
 from .training import TrainResult, train
 
 __all__ = [

@@ -25,7 +25,6 @@ import numpy as np
 
 from pairloss.onnx import export_scorer
 
-from ._toy_data import make_toy_dataset
 from .callbacks import TestMetrics
 from .checkpoint import load_model, read_checkpoint, read_epoch, stored_config
 from .config import TrainConfig
@@ -33,6 +32,7 @@ from .data import RankingDataset, load
 from .distributed import SingleProcess, join_from_env
 from .metrics import evaluate
 from .models import Scorer, score_items
+from .toy_data import make_toy_dataset
 from .training import TrainResult, train
 
 __all__ = [

@@ -129,7 +129,9 @@ class RankingDataset:
         # can wrap around (four sessions of 2**62 items "sum" to 0) and pass a total check.
         if lengths_in.size and lengths_in.min() < 1:
             bad = int(np.flatnonzero(lengths_in < 1)[0])
-            raise ValueError(f"lengths must be >= 1 (empty sessions are not stored); session {bad} has {lengths_in[bad]}")
+            raise ValueError(
+                f"lengths must be >= 1 (empty sessions are not stored); session {bad} has {_py(lengths_in[bad])}"
+            )
         if lengths_in.size and lengths_in.max() > n_items:
             bad = int(np.flatnonzero(lengths_in > n_items)[0])
             raise ValueError(f"lengths must sum to the number of items {n_items}; session {bad} alone has "
@@ -488,8 +490,8 @@ def _to_dense(X: object, path: Path, n_features: int | None) -> np.ndarray:
     if needed > MAX_DENSE_BYTES:
         row = int(np.searchsorted(X.indptr, int(np.argmax(X.indices)), side="right")) - 1  # type: ignore[attr-defined]
         raise ValueError(
-            f"{path}, line {_line_of_row(path, row)}: feature index {n_cols - 1} would make a dense {n_rows} x {n_cols} "
-            f"float32 feature matrix of {needed / 2**30:.1f} GiB, over the loader's limit of "
+            f"{path}, line {_line_of_row(path, row)}: feature index {n_cols - 1} would make a dense "
+            f"{n_rows} x {n_cols} float32 feature matrix of {needed / 2**30:.1f} GiB, over the loader's limit of "
             f"{MAX_DENSE_BYTES / 2**30:.0f} GiB; renumber the features densely"
         )
     return X.toarray()  # type: ignore[attr-defined,no-any-return]

@@ -155,7 +155,8 @@ def train_step(state: FitState, sessions: np.ndarray, pair_rng: np.random.Genera
     counts = torch.tensor([float(n_terms), float(not finite)], dtype=torch.float64, device=group.device)
     all_terms, n_bad = group.all_reduce_sum(counts).tolist()
     if n_bad:
-        shown = float((loss + (0.0 if extra is None else extra)).detach()) if not finite else "non-finite on another rank"
+        value = loss if extra is None else loss + extra
+        shown = float(value.detach()) if not finite else "non-finite on another rank"
         raise FloatingPointError(f"the training loss became {shown} at epoch {state.epoch}, batch {step}; "
                                  f"try a smaller learning rate (lr={config.lr})")
     objective = loss * (group.world_size * n_terms / all_terms)

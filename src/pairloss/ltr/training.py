@@ -158,7 +158,8 @@ def _restore(state: FitState, saved: Mapping[str, Any]) -> None:
     state.optimizer.load_state_dict(saved["optimizer_state"])
     state.epoch = state.resumed_from = saved["epoch"]
     state.bad_epochs, state.history = saved["bad_epochs"], saved["history"]
-    state.best_epoch, state.best_metric, state.best_state = saved["best_epoch"], saved["best_metric"], saved["best_state"]
+    state.best_epoch, state.best_metric = saved["best_epoch"], saved["best_metric"]
+    state.best_state = saved["best_state"]
 
 
 def train(
