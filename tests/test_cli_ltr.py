@@ -279,3 +279,72 @@ def test_train_on_cuda_matches_cpu(tmp_path: Path) -> None:
         runs[dev] = json.loads((out / "metrics.json").read_text())
     assert runs["cuda"]["history"][-1]["train_loss"] == pytest.approx(runs["cpu"]["history"][-1]["train_loss"],
                                                                      rel=1e-3)
+
+
+def test_predict_and_onnxruntime_agree_on_the_same_one_based_letor_file(toy, tmp_path: Path) -> None:
+    # Issue 9: the exported scorer took column j = feature index j while scikit-learn's default
+    # (zero_based="auto") shifts a one-based file by one column: scores off by up to 4.7, no error. The
+    # layout is now in the model's metadata and the README, and feeding it that way matches `predict`.
+    import onnx
+    import onnxruntime as ort
+    from sklearn.datasets import load_svmlight_file
+
+    train, _, test = toy
+    paths = {}
+    for name, part in (("train", train), ("test", test)):
+        paths[name] = tmp_path / f"{name}.letor"
+        dump_svmlight_file(part.features, part.labels, str(paths[name]), zero_based=False, query_id=part.qids)
+    out = tmp_path / "run"
+    assert invoke("train", *QUICK, "--data", paths["train"], "--valid-fraction", "0", "--out", out).exit_code == 0
+    assert invoke("export", out, "--out", tmp_path / "m.onnx").exit_code == 0
+    assert invoke("predict", out, "--data", paths["test"], "--out", tmp_path / "s.txt").exit_code == 0
+    predicted = np.loadtxt(tmp_path / "s.txt")
+
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    width = int(meta["pairloss.n_features"])
+    assert width == train.n_features + 1  # one-based: column 0 unused
+    assert "column j = feature index j" in meta["pairloss.input_layout"]
+    assert meta["pairloss.read_with"] == f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={width})"
+    features, _ = load_svmlight_file(str(paths["test"]), zero_based=True, n_features=width)  # as the README says
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_scores,) = session.run(None, {"features": features.toarray().astype(np.float32)})
+    np.testing.assert_allclose(onnx_scores, predicted, rtol=1e-5, atol=1e-6)
+
+
+def _letor_text(n_rows: int = 200, *, label=lambda i: i % 3, extra: str = "") -> str:
+    return "".join(f"{label(i)} qid:{i // 10} 0:{(i * 7) % 11 / 10} 1:{(i * 3) % 7 / 5}{extra if i == 7 else ''}\n"
+                   for i in range(n_rows))
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "fragments"),
+    [
+        ("cut.txt.gz", lambda: __import__("gzip").compress(_letor_text(2000).encode())[:3000],
+         ["--data", "cut.txt.gz", "truncated or damaged"]),
+        ("huge.txt", lambda: _letor_text(20, extra=" 1000000000:1").encode(),
+         ["--data", "huge.txt, line 8", "74.5 GiB", "limit of 4 GiB"]),
+        ("nan.txt", lambda: _letor_text(label=lambda i: "nan" if i == 3 else i % 3).encode(),
+         ["--data", "nan.txt, line 4", "NaN or infinite"]),
+        ("big_labels.txt", lambda: _letor_text(label=lambda i: 1500 * (i % 2)).encode(),
+         ["exp2 gain", "--gain linear"]),
+    ],
+    ids=["truncated-gz", "huge-index", "nan-label", "labels-over-1024"],
+)
+def test_hostile_data_files_are_one_line_errors(tmp_path: Path, name: str, make, fragments: list[str]) -> None:
+    path = tmp_path / name
+    path.write_bytes(make())
+    result = invoke("train", *QUICK, "--data", path, "--out", tmp_path / "run")
+    assert_one_line_error(result, *fragments)
+    assert "Aborted" not in result.output
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, b"PK\x03\x04truncated"], ids=["empty", "zeros", "cut-zip"])
+def test_unreadable_checkpoints_are_one_line_errors_everywhere(trained_run, toy_files, tmp_path: Path,
+                                                               content: bytes) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    for args in (["evaluate", bad, "--data", toy_files["test"]], ["predict", bad, "--data", toy_files["test"]],
+                 ["export", bad, "--out", tmp_path / "m.onnx"]):
+        result = invoke(*args)
+        assert_one_line_error(result, "MODEL", "bad.pt")
+        assert "Aborted" not in result.output

@@ -160,6 +160,9 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         n_features = int(state["model_state"]["standardizer.mean"].shape[0])
         model = make_model(config.model, n_features, **config.model_kwargs())
         model.load_state_dict(state["model_state"])
+        bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
+        if bad:
+            raise ValueError(f"it holds NaN or infinite weights in {', '.join(bad)}")
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{p} is a damaged checkpoint: {first_line}") from None

@@ -199,7 +199,7 @@ def _ndcg_kernel(
     if gain == "exp2" and r.raw_labels.size and r.raw_labels.max() >= _MAX_EXP2_LABEL:
         raise ValueError(
             f"labels up to {r.raw_labels.max():g} overflow the exp2 gain 2**label - 1 in float64 (labels must be "
-            f"< {_MAX_EXP2_LABEL}); use the linear gain for such labels"
+            f"< {_MAX_EXP2_LABEL}); use the linear gain (gain='linear', on the command line --gain linear)"
         )
 
     def to_gain(v: np.ndarray) -> np.ndarray:
@@ -214,7 +214,7 @@ def _ndcg_kernel(
     idcg = _segment_sum(r, to_gain(ideal) * discount)
     if not np.isfinite(idcg).all():
         raise ValueError(f"the exp2 gains of labels up to {r.raw_labels.max():g} add up beyond float64's range; "
-                         "use the linear gain for such labels")
+                         "use the linear gain (gain='linear', on the command line --gain linear)")
     no_signal = idcg <= 0.0
     values = dcg / np.where(no_signal, 1.0, idcg)
     return _finish(values, no_signal, no_relevant, _all_equal(r) if exclude_all_equal else None, per_query)
