@@ -304,7 +304,8 @@ def test_predict_and_onnxruntime_agree_on_the_same_one_based_letor_file(toy, tmp
     width = int(meta["pairloss.n_features"])
     assert width == train.n_features + 1  # one-based: column 0 unused
     assert "column j = feature index j" in meta["pairloss.input_layout"]
-    assert meta["pairloss.read_with"] == f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={width})"
+    read_with = f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={width})"
+    assert meta["pairloss.read_with"] == read_with
     features, _ = load_svmlight_file(str(paths["test"]), zero_based=True, n_features=width)  # as the README says
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     (onnx_scores,) = session.run(None, {"features": features.toarray().astype(np.float32)})
