@@ -259,3 +259,14 @@ def test_every_help_example_runs_as_written(files, tmp_path: Path, monkeypatch) 
     assert calls and calls[0]["quick"] is True
     assert Path("runs/demo/best.pt").is_file() and Path("runs/ddp/metrics.json").is_file()
     assert Path("scores.txt").is_file() and Path("scorer.onnx").is_file() and Path("eval.json").is_file()
+
+
+def test_resume_when_the_stored_data_is_gone_names_the_run(files, tmp_path: Path) -> None:
+    data = tmp_path / "moved.train"
+    data.write_bytes(files["train"].read_bytes())
+    Path(f"{data}.query").write_bytes(Path(f"{files['train']}.query").read_bytes())
+    out = tmp_path / "run"
+    assert invoke("train", "--data", data, "--epochs", "1", "--out", out, "--no-progress").exit_code == 0
+    data.unlink()
+    assert_one_line_error(invoke("train", "--resume", "--out", out, "--epochs", "2"), "--out",
+                          str(out / "checkpoint.pt"), "is a run whose training data cannot be read now", str(data))

@@ -281,8 +281,12 @@ def resume_training(out_dir: PathLike | None = None, *, epochs: int | None = Non
     run = saved["run"]
     group = join_from_env(config.device)
     try:
-        splits = load_splits(run.get("data"), run.get("valid"), run.get("test"),
-                             valid_fraction=run.get("valid_fraction", 0.1), split_seed=config.seed)
+        try:
+            splits = load_splits(run.get("data"), run.get("valid"), run.get("test"),
+                                 valid_fraction=run.get("valid_fraction", 0.1), split_seed=config.seed)
+        except InputError as exc:  # the user typed --out, not the stored path that fails now
+            what = {"data": "training data", "valid": "validation data", "test": "test data"}.get(exc.source, "data")
+            raise InputError("out", f"{path} is a run whose {what} cannot be read now: {exc}") from exc
         return _fit_run(config, splits, out, run, group, resume=True, progress=progress)
     finally:
         group.close()
