@@ -100,7 +100,7 @@ def test_kill9_resume_loop(tmp_path: Path) -> None:
     epochs = str(_epoch(ckpt) + 1)
     _run(ctx, ["train", "--resume", "--out", str(out), "--epochs", epochs, "--no-progress"])
     _run(ctx, [*common, "--epochs", epochs, "--out", str(tmp_path / "straight")])
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((out / "metrics.json").read_text())
     assert b["epochs_run"] == int(epochs) and strip(b["history"]) == strip(a["history"])
