@@ -39,6 +39,7 @@ __all__ = [
     "REPORT_METRICS",
     "TOY_SOURCE",
     "EvalReport",
+    "KEEP",
     "InputError",
     "Splits",
     "TrainReport",
@@ -208,6 +209,7 @@ def _fit_run(config: TrainConfig, splits: Splits, out: Path, run: dict[str, Any]
     except KeyboardInterrupt:
         raise TrainingInterrupted(out, read_epoch(out / "checkpoint.pt")) from None
     metrics = result.extras.get("test" if eval_split == "test" else "valid_report", {})
+    group.barrier()  # every rank returns once rank 0's files are complete
     return TrainReport(result, config, splits, out, eval_split, metrics, group.is_writer, group.world_size)
 
 

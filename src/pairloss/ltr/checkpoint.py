@@ -35,6 +35,9 @@ __all__ = [
     "json_safe",
     "load_model",
     "read_checkpoint",
+    "read_epoch",
+    "save",
+    "stored_config",
     "write_json",
 ]
 

@@ -55,6 +55,9 @@ class SingleProcess:
         """``obj``."""
         return obj
 
+    def barrier(self) -> None:
+        """Nothing to wait for."""
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -89,10 +92,13 @@ class ProcessGroup(SingleProcess):
         torch.distributed.broadcast_object_list(box, src=0, device=device)
         return box[0]
 
+    def barrier(self) -> None:
+        """Waits for every rank."""
+        torch.distributed.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
     def close(self) -> None:
-        """Waits for every rank, then destroys the group if :func:`join_from_env` created it."""
+        """Destroys the group if :func:`join_from_env` created it (no barrier: a failed rank must not hang it)."""
         if self.created and torch.distributed.is_initialized():
-            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
