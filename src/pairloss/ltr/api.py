@@ -36,10 +36,10 @@ from .toy_data import make_toy_dataset
 from .training import TrainResult, train
 
 __all__ = [
+    "KEEP",
     "REPORT_METRICS",
     "TOY_SOURCE",
     "EvalReport",
-    "KEEP",
     "InputError",
     "Splits",
     "TrainReport",
