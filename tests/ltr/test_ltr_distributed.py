@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from sklearn.datasets import dump_svmlight_file
 from torch.nn.parallel import DistributedDataParallel
 from typer.testing import CliRunner
 
 from pairloss.cli import app
+from pairloss.ltr import make_toy_dataset
 from pairloss.ltr.distributed import ProcessGroup, SingleProcess, join_from_env, launched_by_torchrun
 from pairloss.ltr.models import LinearScorer
 
@@ -70,11 +72,13 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
 def test_a_rank_without_sessions_still_joins_every_step(tmp_path: Path) -> None:
     # 3 ranks and batches of 2 sessions: rank 2 never gets a session, yet DDP's all-reduce needs it in
     # every backward pass; a rank that skipped one would hang the others until the timeout.
-    three = torchrun(["train", "--epochs", "1", "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "3")],
-                     tmp_path, nproc=3)
+    train, _, _ = make_toy_dataset(n_queries=60, docs_per_query=8, n_features=5, seed=2)
+    data = tmp_path / "small.svm"
+    dump_svmlight_file(train.features, train.labels, str(data), zero_based=True, query_id=train.qids)
+    args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "2", "--no-progress"]
+    three = torchrun([*args, "--out", str(tmp_path / "3")], tmp_path, nproc=3)
     assert three.returncode == 0, three.stdout[-3000:] + three.stderr[-3000:]
-    one = CliRunner().invoke(app, ["train", "--epochs", "1", "--batch-size", "2", "--no-progress",
-                                   "--out", str(tmp_path / "1")])
+    one = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "1")])
     assert one.exit_code == 0, one.output
     a = json.loads((tmp_path / "1" / "metrics.json").read_text())
     b = json.loads((tmp_path / "3" / "metrics.json").read_text())
