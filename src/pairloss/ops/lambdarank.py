@@ -33,7 +33,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON
+from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import (
     PairWeights,
@@ -182,6 +182,10 @@ def _session_weights(x, gains, offsets, topn, discount, inv_ideal):  # pragma: n
             inv_ideal[k] = inv
 
 
+_session_weights_serial = serial_twin(_session_weights)
+_PARALLEL_ITEMS = 1 << 15
+
+
 def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, *, topn: int,
                        gain: str) -> PairWeights:
     """Per-item gains, discounts (from the current ranking by ``scores``) and inverse ideal DCG."""
@@ -191,7 +195,9 @@ def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     discount = np.zeros(labels64.size)
     inv_ideal = np.zeros(labels64.size)
     # NaN scores rank last (argsort of -NaN), as np.argsort puts NaN at the end
-    _session_weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), discount, inv_ideal)
+    with parallel_launch(labels64.size >= _PARALLEL_ITEMS) as parallel:
+        weights = _session_weights if parallel else _session_weights_serial
+        weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), discount, inv_ideal)
     return PairWeights(gains, discount, inv_ideal)
 
 

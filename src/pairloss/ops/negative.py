@@ -13,7 +13,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, tl, triton
+from pairloss._backends import HAS_TRITON, parallel_launch, tl, triton
 from pairloss.registry import (
     GI,
     GO,
@@ -102,12 +102,13 @@ def negative_cpu(x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     if out is not None and (out.shape != x.shape or out.dtype != x.dtype):
         msg = f"Negative: out must have X's shape {x.shape} and dtype {x.dtype}; got {out.shape}, {out.dtype}"
         raise ValueError(msg)
-    if (x.size >= _PARALLEL_MIN and x.dtype in _NUMBA_DTYPES and x.flags.c_contiguous
-            and numba.get_num_threads() > 1
-            and (out is None or out is x or (out.flags.c_contiguous and not np.may_share_memory(x, out)))):
-        result = np.empty_like(x) if out is None else out
-        _negative_loop(x.reshape(-1), result.reshape(-1))
-        return result
+    numba_layout = (x.dtype in _NUMBA_DTYPES and x.flags.c_contiguous
+                    and (out is None or out is x or (out.flags.c_contiguous and not np.may_share_memory(x, out))))
+    with parallel_launch(x.size >= _PARALLEL_MIN and numba_layout) as parallel:
+        if parallel:
+            result = np.empty_like(x) if out is None else out
+            _negative_loop(x.reshape(-1), result.reshape(-1))
+            return result
     return np.negative(x, out=out)
 
 

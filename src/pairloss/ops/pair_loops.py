@@ -45,7 +45,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from pairloss._backends import parallel_allowed, serial_twin
+from pairloss._backends import parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 
 __all__ = [
@@ -214,7 +214,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     row_sessions = np.flatnonzero(~small & (lens >= 2))
     pair_visits = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2))
     threads = numba.get_num_threads()
-    parallel = parallel_allowed(pair_visits >= _PARALLEL_PAIRS and threads > 1)
+    parallel = pair_visits >= _PARALLEL_PAIRS and threads > 1  # worth it; parallel_launch decides at launch
     n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
     rows, bounds = _row_tasks(offsets, row_sessions, full_rows, n_tasks)
     return SessionPlan(lens, offsets, fast, x, x64, labels, labels64, e, pos, chunks,
@@ -584,11 +584,11 @@ def logistic_forward(plan: SessionPlan, weights: PairWeights | None = None) -> t
     n = plan.x64.size
     item_sum = np.zeros(n)
     item_cnt = np.zeros(n)
-    loop = _forward_loop if plan.parallel else _forward_loop_serial
-    loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast,
-         plan.offsets,
-         plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.coefficients,
-         plan.w_min, item_sum, item_cnt)
+    with parallel_launch(plan.parallel) as parallel:
+        loop = _forward_loop if parallel else _forward_loop_serial
+        loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast,
+             plan.offsets, plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON,
+             plan.coefficients, plan.w_min, item_sum, item_cnt)
     if weights is not None:
         item_sum *= weights.inv_ideal
     sums = np.zeros(plan.lens.size)
@@ -604,10 +604,11 @@ def logistic_gradient(plan: SessionPlan, weights: PairWeights | None = None) -> 
     n = plan.x64.size
     out = np.zeros(n)
     item_cnt = np.zeros(n)
-    loop = _gradient_loop if plan.parallel else _gradient_loop_serial
-    loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast, plan.offsets,
-         plan.chunks,
-         plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out, item_cnt)
+    with parallel_launch(plan.parallel) as parallel:
+        loop = _gradient_loop if parallel else _gradient_loop_serial
+        loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast, plan.offsets,
+             plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out,
+             item_cnt)
     if weights is not None:
         out *= weights.inv_ideal
     pairs = np.zeros(plan.lens.size)
@@ -662,14 +663,15 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     v = np.ascontiguousarray(direction, dtype=np.float64).reshape(-1)
     visits = int(np.sum(lens * lens))
     threads = numba.get_num_threads()
-    parallel = parallel_allowed(visits >= _PARALLEL_PAIRS and threads > 1)
+    worthwhile = visits >= _PARALLEL_PAIRS and threads > 1
     rows, bounds = _row_tasks(offsets, np.flatnonzero(lens >= 2), True,
-                              max(1, threads * _TASKS_PER_THREAD) if parallel else 1)
+                              max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1)
     gain = None if weights is None else weights.gain
     disc = None if weights is None else weights.discount
     hv, vslope, item_cnt = np.zeros(x.size), np.zeros(x.size), np.zeros(x.size)
-    loop = _second_order_loop if parallel else _second_order_loop_serial
-    loop(x, labels64, v, gain, disc, offsets, rows, bounds, FLT_EPSILON, hv, vslope, item_cnt)
+    with parallel_launch(worthwhile) as parallel:
+        (_second_order_loop if parallel else _second_order_loop_serial)(x, labels64, v, gain, disc, offsets, rows,
+                                                                        bounds, FLT_EPSILON, hv, vslope, item_cnt)
     if weights is not None:
         hv *= weights.inv_ideal
         vslope *= weights.inv_ideal

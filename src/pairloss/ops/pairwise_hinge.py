@@ -46,7 +46,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, serial_twin
+from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops_cuda import (
     HINGE,
@@ -490,19 +490,20 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     sums = np.zeros(lens.size, np.float64)
     d = np.empty(x.size, np.float64)
     threads = numba.get_num_threads()
-    # a large session gets the threads to itself only when sessions alone cannot keep them busy
-    big = lens >= _PARALLEL_MIN
-    if big.sum() >= 2 * threads:
-        big[:] = False
-    for s in np.flatnonzero(big):
-        lo, hi = int(offsets[s]), int(offsets[s + 1])
-        ok, pairs[s], sums[s] = _big_session(x[lo:hi], lab[lo:hi], margin, d[lo:hi])
-        if not ok:
-            pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
-    rest = np.flatnonzero(~big)
-    if rest.size:
-        loop = _sessions_loop if threads > 1 and x.size >= _SERIAL_ITEMS else _sessions_loop_serial
-        loop(x, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
+    with parallel_launch(x.size >= _SERIAL_ITEMS) as parallel:
+        # a large session gets the threads to itself only when sessions alone cannot keep them busy
+        big = lens >= _PARALLEL_MIN
+        if not parallel or big.sum() >= 2 * threads:
+            big[:] = False
+        for s in np.flatnonzero(big):
+            lo, hi = int(offsets[s]), int(offsets[s + 1])
+            ok, pairs[s], sums[s] = _big_session(x[lo:hi], lab[lo:hi], margin, d[lo:hi])
+            if not ok:
+                pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
+        rest = np.flatnonzero(~big)
+        if rest.size:
+            loop = _sessions_loop if parallel else _sessions_loop_serial
+            loop(x, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
     return pairs, sums, d
 
 
