@@ -269,7 +269,7 @@ def torch_lambdarank() -> Callable[[Any, Any], Any]:
 @functools.cache
 def _load_rax() -> Any:
     if not (_installed("rax") and _installed("jax")):
-        raise PeerUnavailable("rax / jax not installed (pip install 'pairloss[bench]')")
+        raise PeerUnavailable("rax / jax not installed (the bench extra of pairloss installs them)")
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 only where asked for (the equality checks)
