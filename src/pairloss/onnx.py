@@ -481,8 +481,16 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
                   atol: float = 1e-6) -> Any:
     """Export a ``(N, F) -> (N,)`` scorer (e.g. :mod:`pairloss.ltr.models`) with a dynamic ``N``.
 
-    The graph has one float32 input ``features`` (N, F) and one output ``scores`` (N,). With ``verify``,
-    ONNX Runtime scores a fresh random batch of a size not used for the export and must match PyTorch.
+    The graph has one float32 input ``features`` (N, F) and one output ``scores`` (N,). **Input layout**
+    (also in the model's ``metadata_props``, key ``pairloss.input_layout``): column ``j`` is feature index
+    ``j`` exactly as written in the SVMlight/LETOR/LightGBM data file (zero-based: a file numbered from 1
+    leaves column 0 unused, i.e. 0), absent features are 0, values are raw (a ``pairloss.ltr`` scorer
+    standardises inside the graph). That is what ``pairloss predict`` feeds the model, and what
+    ``sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features=F)`` returns; scikit-learn's
+    default ``zero_based="auto"`` shifts the columns of a file that never uses index 0, so pass it.
+
+    With ``verify``, ONNX Runtime scores a fresh random batch of a size not used for the export and must
+    match PyTorch.
 
     Args:
         scorer: The model; ``n_features`` defaults to its ``n_features`` attribute.
@@ -507,8 +515,15 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
         raise ValueError(msg)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(8, f, generator=generator)
-    program = export(scorer, (example,), path, input_names=["features"], output_names=["scores"],
+    program = export(scorer, (example,), None, input_names=["features"], output_names=["scores"],
                      opset_version=opset_version)
+    program.model.metadata_props.update({
+        "pairloss.input_layout": (f"features: float32 (N, {f}); column j = feature index j as written in the "
+                                  "SVMlight/LETOR/LightGBM file (zero-based; a file numbered from 1 leaves column "
+                                  "0 at 0); absent features 0; raw values (standardised inside the model)"),
+        "pairloss.n_features": str(f),
+        "pairloss.read_with": f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={f})",
+    })
     if verify:
         import numpy as np
         import onnxruntime as ort
@@ -523,4 +538,6 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
             msg = (f"the exported model disagrees with PyTorch on 13 random items: output shape {got.shape} "
                    f"vs {expected.shape}, max abs difference {diff:.3g} (rtol={rtol}, atol={atol})")
             raise ValueError(msg)
+    if path is not None:
+        program.save(os.fspath(path))
     return program

@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairloss.ops import margin_ranking as mrc
+from pairloss.ops import pair_loops
 from pairloss.ops import pairwise_hinge as ph
 from pairloss.ops import pairwise_loss as pwl
 
@@ -156,7 +157,7 @@ def test_small_inputs_take_the_serial_twin_with_identical_results(case: tuple) -
               ph.gradient_cpu(scores, labels, g, lengths, margin=0.5))
     before = numba.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pwl, "_SERIAL_WORK", 0)
+        mp.setattr(pair_loops, "_PARALLEL_PAIRS", 0)
         mp.setattr(ph, "_SERIAL_ITEMS", 0)
         numba.set_num_threads(2)
         try:
@@ -212,7 +213,7 @@ def test_pairwise_gradient_has_no_nan_for_huge_scores(scale: float) -> None:
 
 
 def test_pairwise_fast_and_exact_paths_agree_at_the_span_limit() -> None:
-    half = pwl._FAST_SPAN / 2
+    half = pair_loops.FAST_SPAN[np.dtype(np.float64)] / 2
     labels = np.array([0, 1, 2, 0, 1, 2])
     inside = np.array([-half, half, 0.0, 1.0, -3.0, 2.5])  # span == the limit: fast path
     outside = inside.copy()
@@ -235,37 +236,71 @@ def test_pairwise_nan_and_inf_scores_behave_as_the_reference() -> None:
                                    pwl.reference_gradient(scores, labels, np.ones(1)), rtol=1e-14)
 
 
-def test_log1p_series_is_accurate_on_the_unit_interval() -> None:
-    q = np.concatenate([np.geomspace(1e-300, 1.0, 2000), np.linspace(0.0, 1.0, 2001)[1:]])
-    got = np.array([pwl._log1p_ratio(v, 1.0) for v in q])
-    np.testing.assert_allclose(got, np.log1p(q), rtol=4e-16)
+@pytest.mark.parametrize(("precision", "rtol"), [(np.float32, 2.5e-7), (np.float64, 4e-16)])
+def test_log1p_series_is_accurate_on_the_unit_interval(precision: type, rtol: float) -> None:
+    dtype = np.dtype(precision)
+    coef = tuple(dtype.type(1.0 / (2 * k + 1)) for k in range(pair_loops._SERIES_TERMS[dtype]))
+    tiny = 1e-35 if precision is np.float32 else 1e-300  # the smallest q the fast path meets
+    q = np.concatenate([np.geomspace(tiny, 1.0, 2000), np.linspace(0.0, 1.0, 2001)[1:]]).astype(dtype)
+    w_min = dtype.type(pair_loops._W_MIN[dtype])
+    got = np.array([pair_loops._log1p_ratio(v, dtype.type(1.0), coef, w_min) for v in q])
+    np.testing.assert_allclose(got, np.log1p(q.astype(np.float64)), rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_diagonal_chunks_and_rows_agree_with_the_reference(dtype: type, seed: int) -> None:
+    # session sizes around the small-session limit and row lengths of every residue mod 8, cut into many
+    # small chunks: the diagonal walk, the row walk and its masked last group against the float64 loops
+    rng = np.random.default_rng(seed)
+    sizes = [0, 1, 2, 7, 8, 9, 15, 16, 17, pair_loops.SMALL_SESSION, pair_loops.SMALL_SESSION + 1, 40, 63, 64, 65]
+    lengths = rng.permutation(np.array(sizes * 2))
+    n = int(lengths.sum())
+    scores = (rng.standard_normal(n) * 2).astype(dtype)
+    labels = rng.integers(0, 4, n)
+    g = rng.standard_normal(lengths.size)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pair_loops, "CHUNK_ITEMS", 50)
+        np.testing.assert_allclose(pwl.forward_cpu(scores, labels, lengths),
+                                   pwl.reference_forward(scores, labels, lengths), rtol=tol, atol=tol)
+        np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, g.astype(dtype), lengths),
+                                   pwl.reference_gradient(scores, labels, g.astype(dtype), lengths), rtol=tol, atol=tol)
 
 
 # ---- Triton kernels on CPU (TRITON_INTERPRET=1) -------------------------------------------------------
 _INTERPRETED_CHECK = textwrap.dedent("""
     import numpy as np, torch
-    from pairloss.ops import margin_ranking as mrc, negative as neg, pairwise_loss as pwl
+    from pairloss.ops import lambdarank as lr, margin_ranking as mrc, negative as neg
+    from pairloss.ops import pairwise_hinge as ph, pairwise_loss as pwl
     rng = np.random.default_rng(0)
-    lengths = np.array([0, 1, 5, 40, 3, 70, 2], np.int32)
+    lengths = np.array([0, 1, 5, 40, 3, 70, 2, 17], np.int64)  # small and large tiles, empty and 1-item
     labels = rng.integers(0, 4, lengths.sum()).astype(np.float32)
     labels[10:14] = 2.0  # a tied block
     g = rng.standard_normal(lengths.size)
     T = torch.from_numpy
+    ops = ((pwl, {}), (ph, {"margin": 0.5}), (lr, {"sigma": 1.3, "topn": 5, "gain": "exp2"}))
     for dtype, tol in ((np.float16, 2e-3), (np.float32, 1e-6), (np.float64, 1e-12)):
         x = (rng.standard_normal(lengths.sum()) * 3).astype(dtype)
-        out = pwl.forward_cuda(T(x), T(labels), T(lengths)).numpy()
-        assert out.dtype == dtype
-        np.testing.assert_allclose(out.astype(float), pwl.reference_forward(x, labels, lengths).astype(float),
-                                   rtol=tol, atol=tol)
-        grad = pwl.gradient_cuda(T(x), T(labels), T(g), T(lengths)).numpy()
-        np.testing.assert_allclose(grad.astype(float), pwl.reference_gradient(x, labels, g, lengths).astype(float),
-                                   rtol=tol, atol=tol)
+        for mod, kw in ops:
+            out = mod.forward_cuda(T(x), T(labels), T(lengths), **kw).numpy()
+            assert out.dtype == dtype
+            np.testing.assert_allclose(out.astype(float), mod.reference_forward(x, labels, lengths, **kw).astype(float),
+                                       rtol=tol, atol=tol)
+            grad = mod.gradient_cuda(T(x), T(labels), T(g.astype(dtype)), T(lengths), **kw).numpy()
+            ref = mod.reference_gradient(x, labels, g.astype(dtype), lengths, **kw)
+            np.testing.assert_allclose(grad.astype(float), ref.astype(float), rtol=tol, atol=tol)
     x = rng.standard_normal(9)
     assert pwl.forward_cuda(T(x), T(np.zeros(9))).item() == 0.0  # all tied
+    try:
+        pwl.forward_cuda(T(x), T(np.full(9, np.inf)))
+        raise AssertionError("infinite labels not caught")
+    except ValueError:
+        pass
     x1 = rng.standard_normal(5000).astype(np.float32)
     x2 = x1 - 0.5
     y = rng.choice(np.array([-1, 1], np.int32), 5000)
-    # float64 arithmetic on both devices: equal, the many kinks (dist == 0) included
+    # the same float32 arithmetic on both devices: equal, the many kinks (dist == 0) included
     assert np.array_equal(mrc.forward_cuda(T(x1), T(x2), T(y), margin=0.5).numpy(),
                           mrc.forward_cpu(x1, x2, y, margin=0.5))
     for fast, cpu in zip(mrc.gradient_cuda(T(x1), T(x2), T(y), T(x1), margin=0.5),
@@ -300,23 +335,21 @@ def test_triton_kernels_compile_for_sm90() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from pairloss.ops import negative
+    from pairloss.ops import negative, pair_loops_cuda
 
     target = GPUTarget("cuda", 90, 32)
-    session_args = {"lab_ptr": "*fp64", "off_ptr": "*i64", "eps": "fp32", "IS_F64": "constexpr",
-                    "BLOCK_ROWS": "constexpr", "BLOCK_COLS": "constexpr"}
-    for is_f64 in (False, True):
-        consts = {"IS_F64": is_f64, "BLOCK_ROWS": pwl._BLOCK_ROWS, "BLOCK_COLS": pwl._BLOCK_COLS}
-        x = "*fp64" if is_f64 else "*fp32"
-        signatures = [
-            (pwl._forward_kernel, {"x_ptr": x, "sum_ptr": "*fp64", "cnt_ptr": "*i64", "n_row_blocks": "i32"}),
-            (pwl._gradient_kernel, {"x_ptr": x, "raw_ptr": "*fp64", "cnt_ptr": "*i64"}),
-        ]
-        for kernel, sig in signatures:
-            params = kernel.arg_names
-            full = {**sig, **session_args}
-            compiled = triton.compile(ASTSource(kernel, {p: full[p] for p in params}, consts), target=target)
-            assert "cubin" in compiled.asm
+    kernel = pair_loops_cuda._pair_rows_kernel
+    base = {"lab_ptr": "*fp64", "start_ptr": "*i64", "end_ptr": "*i64", "gain_ptr": "*fp64", "disc_ptr": "*fp64",
+            "val_ptr": "*fp64", "cnt_ptr": "*i32", "bad_ptr": "*i32", "n": "i32", "eps": "fp32",
+            "margin_bits": "i64", "LOSS": "constexpr", "FORWARD": "constexpr", "WEIGHTED": "constexpr",
+            "IS_F64": "constexpr", "BLOCK_ROWS": "constexpr", "BLOCK_COLS": "constexpr"}
+    for loss, forward, weighted, x in ((0, True, False, "*fp32"), (0, False, True, "*bf16"), (1, True, False, "*fp64"),
+                                       (1, False, False, "*fp16")):
+        sig = {**base, "x_ptr": x}
+        consts = {"LOSS": loss, "FORWARD": forward, "WEIGHTED": weighted, "IS_F64": x == "*fp64" or loss == 1,
+                  "BLOCK_ROWS": 64, "BLOCK_COLS": 64}
+        src = ASTSource(kernel, {p: sig[p] for p in kernel.arg_names}, consts)
+        assert "cubin" in triton.compile(src, target=target).asm
     margin_kernels = [
         (mrc._forward_kernel, {"x1_ptr": "*fp32", "x2_ptr": "*fp16", "y_ptr": "*i32", "out_ptr": "*fp32"}),
         (mrc._gradient_kernel, {"x1_ptr": "*fp64", "x2_ptr": "*fp64", "y_ptr": "*i64", "g_ptr": "*fp64",

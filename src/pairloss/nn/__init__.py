@@ -19,6 +19,7 @@ from pairloss.nn import functional
 from pairloss.nn._torch_ops import torch_op
 from pairloss.nn.modules import (
     GradientReversal,
+    LambdaRankLoss,
     MarginRankingLoss,
     NegateGradient,
     Negative,
@@ -28,6 +29,7 @@ from pairloss.nn.modules import (
 
 __all__ = [
     "GradientReversal",
+    "LambdaRankLoss",
     "MarginRankingLoss",
     "NegateGradient",
     "Negative",

@@ -26,6 +26,7 @@ from torch import Tensor
 from pairloss.nn._torch_ops import scale_gradient, torch_op
 
 __all__ = [
+    "lambdarank_loss",
     "margin_ranking_loss",
     "negate_gradient",
     "negative",
@@ -44,6 +45,7 @@ _NEGATIVE = torch_op("Negative")
 _NEGATIVE_INPLACE = torch_op("Negative", inplace=True)
 _NEGATE_GRADIENT = torch_op("NegateGradient")
 _PAIRWISE_HINGE = torch_op("PairWiseHingeLoss")
+_LAMBDARANK = torch_op("LambdaRankLoss")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -256,6 +258,40 @@ def pairwise_hinge_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None =
     s, lab, lens = _check_sessions(scores, labels, lengths)
     m = _check_number("margin", margin)
     return _reduce(_PAIRWISE_HINGE(s, lab, lens, margin=m), reduction)
+
+
+def lambdarank_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None = None, *, sigma: float = 1.0,
+                    topn: int = 0, gain: str = "exp2", reduction: Reduction = "mean") -> Tensor:
+    r"""LambdaRank loss per session: the pairwise logistic loss with each discordant pair weighted by the
+    NDCG change of swapping it in the current ranking (|ΔNDCG|), averaged over the session's pairs.
+
+    Computed by the ``LambdaRankLoss`` operator; the weights are constants for the gradient (LambdaRank's
+    lambdas, as in LightGBM). See :class:`pairloss.nn.LambdaRankLoss`.
+
+    Args:
+        scores: Scores, shape (N,) or (N, 1); float16, bfloat16, float32 or float64.
+        labels: Non-negative relevance grades, shape (N,) or (N, 1); labels within 2^-23 tie.
+        lengths: 1-D integer tensor of session sizes summing to N; ``None``: one session.
+        sigma: Scale of the score difference, ``log(1 + exp(-sigma (s_hi - s_lo)))``.
+        topn: Only pairs with an item in the current top ``topn`` carry weight (NDCG@topn); 0: all.
+        gain: ``"exp2"`` (2^label - 1) or ``"linear"`` (label).
+        reduction: ``"none"`` (shape (S,)), ``"mean"`` (over sessions) or ``"sum"``.
+
+    Examples:
+        >>> import torch
+        >>> lambdarank_loss(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([2, 1, 0]), reduction="sum")
+        tensor(0.3690)
+    """
+    _check_reduction(reduction)
+    s, lab, lens = _check_sessions(scores, labels, lengths)
+    sig = _check_number("sigma", sigma)
+    if isinstance(topn, bool) or not isinstance(topn, int):
+        msg = f"topn must be an int (0: no truncation); got {topn!r}"
+        raise TypeError(msg)
+    if not isinstance(gain, str):
+        msg = f"gain must be 'exp2' or 'linear'; got {gain!r}"
+        raise TypeError(msg)
+    return _reduce(_LAMBDARANK(s, lab, lens, sigma=sig, topn=topn, gain=gain), reduction)
 
 
 # --------------------------------------------------------------------------------------------------------

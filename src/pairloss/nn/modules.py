@@ -13,6 +13,7 @@ from pairloss.nn.functional import Reduction, _check_number, _check_reduction
 
 __all__ = [
     "GradientReversal",
+    "LambdaRankLoss",
     "MarginRankingLoss",
     "NegateGradient",
     "Negative",
@@ -190,6 +191,49 @@ class PairwiseHingeLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
+
+
+class LambdaRankLoss(nn.Module):
+    r"""LambdaRank loss over sessions (the ``LambdaRankLoss`` operator): the pairwise logistic loss with each
+    discordant pair weighted by the NDCG change of swapping it in the current ranking.
+
+    .. math::
+        L_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} |\Delta\text{NDCG}_{hi,lo}|\,
+              \log\bigl(1 + e^{-\sigma (x_{hi} - x_{lo})}\bigr)
+
+    The weights are constants for the gradient (LambdaRank's lambdas; Burges et al., 2006).
+
+    Args:
+        sigma: Scale of the score difference (default 1.0).
+        topn: Weight only pairs with an item in the current top ``topn`` (NDCG@topn); 0 (default): all.
+        gain: ``"exp2"`` (2^label - 1, default) or ``"linear"``.
+        reduction: ``"none"``, ``"mean"`` (over sessions) or ``"sum"``.
+
+    Examples:
+        >>> import torch
+        >>> from pairloss.nn import LambdaRankLoss
+        >>> LambdaRankLoss(topn=10)(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([2, 1, 0]))
+        tensor(0.3690)
+    """
+
+    __constants__: ClassVar[tuple[str, ...]] = ("sigma", "topn", "gain", "reduction")
+    sigma: float
+    topn: int
+    gain: str
+    reduction: str
+
+    def __init__(self, sigma: float = 1.0, topn: int = 0, gain: str = "exp2", reduction: Reduction = "mean") -> None:
+        super().__init__()
+        _check_reduction(reduction)
+        self.sigma = _check_number("sigma", sigma)
+        self.topn, self.gain, self.reduction = topn, gain, reduction
+
+    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return F.lambdarank_loss(scores, labels, lengths, sigma=self.sigma, topn=self.topn, gain=self.gain,
+                                 reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, topn={self.topn}, gain={self.gain!r}, reduction={self.reduction!r}"
 
 
 class Negative(nn.Module):

@@ -46,8 +46,17 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import serial_twin
+from pairloss._backends import HAS_TRITON, serial_twin
 from pairloss._checks import FLT_EPSILON
+from pairloss.ops.pair_loops_cuda import (
+    HINGE,
+    check_loss_grad,
+    pair_rows,
+    prepare_sessions_cuda,
+    raise_if_bad_labels,
+    scale_rows,
+    session_mean,
+)
 from pairloss.ops.sessions import LENGTHS_DOC, per_session_output, prepare_sessions
 from pairloss.registry import (
     GI,
@@ -57,6 +66,7 @@ from pairloss.registry import (
     gradient_def,
     operator_schema,
     register_cpu_operator,
+    register_cuda_operator,
     register_gradient,
 )
 
@@ -518,6 +528,30 @@ def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.
     return _second_order_from_gradient(gradient_cpu, scores, labels, loss_grad, direction, lengths, margin)
 
 
+# ---- CUDA kernels: the Triton pair loops (O(n^2) pairs per session, in tiles; activity in float64) -----
+forward_cuda: Any = None
+gradient_cuda: Any = None
+
+if HAS_TRITON:
+
+    def forward_cuda(scores: Any, labels: Any, lengths: Any = None, *, margin: float) -> Any:  # type: ignore[no-redef]
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        values, counts, bad = pair_rows(sessions, loss=HINGE, forward=True, margin=margin)
+        loss, _ = session_mean(sessions, values, counts, pairs_counted_twice=False)
+        raise_if_bad_labels(bad)
+        return loss.to(scores.dtype)
+
+    def gradient_cuda(scores: Any, labels: Any, loss_grad: Any, lengths: Any = None, *,  # type: ignore[no-redef]
+                      margin: float) -> Any:
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        check_loss_grad(loss_grad, sessions)
+        values, counts, bad = pair_rows(sessions, loss=HINGE, forward=False, margin=margin)
+        _, pairs = session_mean(sessions, values, counts, pairs_counted_twice=True)
+        out = scale_rows(sessions, values, pairs, loss_grad)
+        raise_if_bad_labels(bad)
+        return out
+
+
 # ---- gradient definition ------------------------------------------------------------------------------
 def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
     # lengths moves from input 2 to input 3 and is appended only when the forward op had it; margin is copied
@@ -531,8 +565,10 @@ def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
 
 
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
+register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
 
