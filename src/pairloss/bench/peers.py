@@ -87,6 +87,8 @@ def session_weights(reduction: str, labels: np.ndarray) -> np.ndarray:
         return pairs
     if reduction == "pair_sum_log2":
         return pairs / math.log(2.0)
+    if reduction == "global_mean_x_n":  # Rax's dcg_lambdaweight scales every weight by the list size
+        return labels.shape[1] * pairs / max(pairs.sum(), 1.0)
     msg = f"unknown reduction {reduction!r}"
     raise ValueError(msg)
 
@@ -242,11 +244,11 @@ def _build_torch(variant: str) -> Callable[..., Step]:
 
 
 def torch_lambdarank() -> Callable[[Any, Any], Any]:
-    """LambdaRank-weighted pairwise logistic loss, padded n x n, with Rax's ``dcg_lambdaweight``.
+    """LambdaRank-weighted pairwise logistic loss, padded n x n: per-session means, shape (sessions,).
 
-    Weight of pair (i, j): ``|gain_i - gain_j| * |1/log2(1 + rank_i) - 1/log2(1 + rank_j)| * n`` with
-    gain ``2^l - 1`` and ranks by the current scores (no gradient through the weights); the loss is the
-    weighted mean over the discordant pairs of the batch (Rax's ``jnp.mean`` reduction).
+    Weight of pair (i, j): ``|gain_i - gain_j| * |1/log2(1 + rank_i) - 1/log2(1 + rank_j)| / IDCG`` (the
+    |ΔNDCG| of swapping them) with gain ``2^l - 1`` and ranks by the current scores (no gradient through
+    the weights), each session averaged over its discordant pairs.
     """
     import torch
     import torch.nn.functional as F
@@ -257,10 +259,13 @@ def torch_lambdarank() -> Callable[[Any, Any], Any]:
         ranks = torch.empty_like(order).scatter_(1, order, torch.arange(1, n + 1).expand_as(order))
         disc = 1.0 / torch.log2(1.0 + ranks.to(s.dtype))
         gain = torch.pow(2.0, lab) - 1.0
-        w = (gain[:, :, None] - gain[:, None, :]).abs() * (disc[:, :, None] - disc[:, None, :]).abs() * n
+        ideal = (torch.sort(gain, dim=1, descending=True).values
+                 / torch.log2(torch.arange(2, n + 2, dtype=s.dtype))).sum(1, keepdim=True)
+        w = (gain[:, :, None] - gain[:, None, :]).abs() * (disc[:, :, None] - disc[:, None, :]).abs()
+        w = w / torch.where(ideal > 0, ideal, 1.0)[:, :, None]
         d = s[:, :, None] - s[:, None, :]
-        m = (lab[:, :, None] - lab[:, None, :]) > 0
-        return (F.softplus(-d) * w * m).sum() / m.sum().clamp_min(1)
+        m = ((lab[:, :, None] - lab[:, None, :]) >= FLT_EPSILON).to(s.dtype)
+        return (F.softplus(-d) * w * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1.0)
 
     return fn
 
@@ -293,8 +298,11 @@ def _build_rax(loss: str, scores: np.ndarray, labels: np.ndarray, margin: float 
         def value(s: Any, lab: Any) -> Any:
             return rax.pairwise_hinge_loss(s, lab)
     else:
+        # normalize=True divides the gains by the ideal DCG: |ΔNDCG| weights, pairloss's LambdaRankLoss
+        weight_fn = functools.partial(rax.dcg_lambdaweight, normalize=True)
+
         def value(s: Any, lab: Any) -> Any:
-            return rax.pairwise_logistic_loss(s, lab, lambdaweight_fn=rax.dcg_lambdaweight)
+            return rax.pairwise_logistic_loss(s, lab, lambdaweight_fn=weight_fn)
     vg = jax.jit(jax.value_and_grad(value))
     s = jnp.asarray(scores)
     lab = jnp.asarray(labels.astype(scores.dtype))
@@ -475,7 +483,7 @@ PEERS: tuple[Peer, ...] = (
          max_n_reason="allRank's rankNet indexes with a Python list of all n² index tuples (1e8 at n = 10,000)"),
     Peer("pytorchltr", "pytorchltr", ("logistic", "hinge", "lambdarank"), "pair_sum", _build_pytorchltr,
          load=lambda: _load_pytorchltr() and None),
-    Peer("torch_lambdarank", "torch eager, padded n x n", ("lambdarank",), "global_mean",
+    Peer("torch_lambdarank", "torch eager, padded n x n (|ΔNDCG| weights)", ("lambdarank",), "session_mean_sum",
          _build_torch("lambdarank")),
 )
 
@@ -484,4 +492,8 @@ def reduction_of(peer: Peer, loss: str) -> str:
     """pytorchltr's RankNet is in bits (log2), its hinge in the loss's own units."""
     if peer.key == "pytorchltr" and loss == "logistic":
         return "pair_sum_log2"
+    if peer.key == "pytorchltr" and loss == "lambdarank":
+        return "different"  # LambdaNDCGLoss2 is LambdaLoss's NDCG-Loss2++ weighting, not |ΔNDCG|
+    if peer.key == "rax" and loss == "lambdarank":
+        return "global_mean_x_n"
     return peer.reduction
