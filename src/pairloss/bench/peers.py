@@ -478,7 +478,8 @@ PEERS: tuple[Peer, ...] = (
     # so float64 scores fail inside the library: checked in float32
     Peer("tfr", "TF-Ranking under XLA", ("logistic", "hinge"), "session_mean_sum", _build_tfr,
          load=lambda: _load_tfr() and None, float64=False),
-    Peer("allrank", "allRank rankNet", ("logistic", "lambdarank"), "global_mean", _build_allrank,
+    Peer("allrank", "allRank (rankNet; lambdaLoss for LambdaRank)", ("logistic", "lambdarank"), "global_mean",
+         _build_allrank,
          load=lambda: _load_allrank() and None, max_n=_ALLRANK_MAX_N,
          max_n_reason="allRank's rankNet indexes with a Python list of all n² index tuples (1e8 at n = 10,000)"),
     Peer("pytorchltr", "pytorchltr", ("logistic", "hinge", "lambdarank"), "pair_sum", _build_pytorchltr,
