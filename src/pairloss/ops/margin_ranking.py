@@ -159,7 +159,7 @@ _gradient_loop_serial = serial_twin(_gradient_loop)
 def _prepare_for_loop(x1: npt.ArrayLike, x2: npt.ArrayLike, y: npt.ArrayLike,
                       loss_grad: npt.ArrayLike | None = None) -> tuple[np.ndarray, ...]:
     """``_prepare`` minus the scan of Y's values, which the loops do; anything unusual takes ``_prepare``."""
-    if not (type(y) is np.ndarray and y.dtype.kind in "iuf"):  # a masked array's mask must not hide labels
+    if not (type(y) is np.ndarray and y.dtype.kind in "iuf" and y.dtype.isnative):  # masked, big-endian: _prepare
         return _prepare(x1, x2, y, loss_grad)
     arrays = {"X1": as_float_array("X1", x1), "X2": as_float_array("X2", x2), "Y": y}
     if loss_grad is not None:
