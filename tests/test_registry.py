@@ -168,3 +168,35 @@ def test_describe_lists_everything_a_user_needs() -> None:
     for fragment in ("margin (float, default 1.0)", "Gradient: MarginRankingCriterionGradient",
                      "Devices: cpu", "In place: no", "Inputs:", "X1", "Defined at:"):
         assert fragment in text
+
+
+def test_net_in_place_writes_start_a_new_version_of_the_gradient() -> None:
+    # Y = Negative(Negative(X)) written in place: dY/dX = +1 (accumulating the two versions gave 0)
+    net = registry.Net()
+    net.Negative(["X"], ["X"])
+    net.Negative(["X"], ["X"])
+    grads = net.add_gradient_operators(["X"])
+    ws = net.run({"X": np.array([1.0, -2.0])})
+    np.testing.assert_array_equal(ws["X"], [1.0, -2.0])
+    np.testing.assert_array_equal(ws[grads["X"]], [1.0, 1.0])
+    # in place through the gradient-reversal layer: -1
+    net = registry.Net()
+    net.Negative(["X"], ["Y"])
+    net.NegateGradient(["Y"], ["Y"])
+    net.Negative(["Y"], ["Y"])
+    grads = net.add_gradient_operators(["Y"])
+    ws = net.run({"X": np.array([3.0])})
+    np.testing.assert_array_equal(ws[grads["X"]], [-1.0])
+
+
+def test_net_gradients_of_a_blob_read_twice_still_add_up() -> None:
+    net = registry.Net()
+    net.Negative(["X"], ["A"])
+    net.PairWiseLoss(["A", "label"], ["loss"])
+    net.PairWiseLoss(["X", "label"], ["loss2"])
+    grads = net.add_gradient_operators(["loss", "loss2"])
+    scores, labels = np.array([0.3, -0.2, 1.0]), np.array([1, 0, 2])
+    ws = net.run({"X": scores, "label": labels})
+    want = (-registry.run("PairWiseLossGradient", -scores, labels, np.ones(1))[0]
+            + registry.run("PairWiseLossGradient", scores, labels, np.ones(1))[0])
+    np.testing.assert_allclose(ws[grads["X"]], want)

@@ -49,10 +49,13 @@ from pairloss._backends import parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 
 __all__ = [
+    "CHUNK_ITEMS",
     "FAST_SPAN",
     "PAD",
+    "SMALL_SESSION",
     "PairWeights",
     "SessionPlan",
+    "diagonal_chunks",
     "logistic_forward",
     "logistic_gradient",
     "logistic_second_order",
@@ -136,7 +139,7 @@ def _fill_items(x64, lab64, item_centre, item_start, x, shifted, lab, pos):  # p
 
 
 @numba.njit(cache=True, nogil=True)
-def _diagonal_chunks(offsets, small, chunk_items):  # pragma: no cover - compiled
+def diagonal_chunks(offsets, small, chunk_items):  # pragma: no cover - compiled
     """Item ranges of chunks of consecutive small sessions (about chunk_items each) and their depth."""
     n_sessions = offsets.size - 1
     ranges = np.empty((n_sessions, 2), np.int64)
@@ -210,7 +213,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
         np.exp(e, out=e)
     labels = lab if exact_labels else _padded(labels64)
     small = fast & (lens >= 2) & (lens <= SMALL_SESSION)
-    chunks, depth = _diagonal_chunks(offsets, small, CHUNK_ITEMS)
+    chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
     row_sessions = np.flatnonzero(~small & (lens >= 2))
     pair_visits = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2))
     threads = numba.get_num_threads()

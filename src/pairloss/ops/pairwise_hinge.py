@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON, describe_values
+from pairloss.ops.pair_loops import CHUNK_ITEMS, SMALL_SESSION, diagonal_chunks
 from pairloss.ops.pair_loops_cuda import (
     HINGE,
     check_loss_grad,
@@ -495,6 +496,58 @@ def _big_session(x, lab, margin, d):  # pragma: no cover - compiled
 _sessions_loop_serial = serial_twin(_sessions_loop)
 
 
+# Small sessions (2 .. SMALL_SESSION items) are walked by diagonals, as PairWiseLoss's (ops.pair_loops): for
+# d = 1, 2, ... item k pairs with k - d when both lie in one session, one vectorised float64 loop over many
+# sessions at once; h = margin - (x_hi - x_lo) rounds exactly as the reference's. No sort, no scratch.
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+def _diagonal_chunk(x, lab, pos, depth, margin, acc, cnt, tmp, d):  # pragma: no cover - compiled
+    n = x.size
+    for k in range(n):
+        d[k] = 0.0
+    for step in range(1, depth):
+        fd = float(step)
+        xa, xb, la, lb, pa = x[step:n], x[:n - step], lab[step:n], lab[:n - step], pos[step:n]
+        ac, cc, t = acc[step:n], cnt[step:n], tmp[:n - step]
+        for k in range(xa.size):
+            dl = la[k] - lb[k]
+            diff = xa[k] - xb[k]
+            h = margin - (diff if dl > 0 else -diff)  # the item with the larger label is "hi"
+            counted = (abs(dl) >= FLT_EPSILON) & (pa[k] >= fd)
+            active = counted & (h >= 0.0)  # the kink passes (scores are finite: no NaN h)
+            ac[k] += h if active else 0.0
+            cc[k] += np.float64(counted)  # a conversion, not a select: the loop stays vectorised
+            t[k] = np.float64(active) * (-1.0 if dl > 0 else 1.0)
+        da = d[step:n]
+        for k in range(t.size):
+            da[k] += t[k]
+        db = d[:n - step]
+        for k in range(t.size):
+            db[k] -= t[k]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _small_sessions(x, lab, pos, chunks, depth, margin, acc, cnt, d):  # pragma: no cover - compiled
+    for c in numba.prange(chunks.shape[0]):
+        a, b = chunks[c, 0], chunks[c, 1]
+        tmp = np.empty(b - a)
+        _diagonal_chunk(x[a:b], lab[a:b], pos[a:b], depth[c], margin, acc[a:b], cnt[a:b], tmp, d[a:b])
+
+
+_small_sessions_serial = serial_twin(_small_sessions)
+
+
+@numba.njit(cache=True, nogil=True)
+def _session_totals(offsets, sessions, acc, cnt, pairs, sums):  # pragma: no cover - compiled
+    for s in sessions:
+        total = 0.0
+        count = 0.0
+        for k in range(offsets[s], offsets[s + 1]):
+            total += acc[k]
+            count += cnt[k]
+        sums[s] = total
+        pairs[s] = int(count)
+
+
 def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pairs per session, loss sum per session, net active counts d per item), all sessions."""
@@ -505,7 +558,14 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     sums = np.zeros(lens.size, np.float64)
     d = np.empty(x.size, np.float64)
     threads = numba.get_num_threads()
+    small = (lens >= 2) & (lens <= SMALL_SESSION)
+    chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
     with parallel_launch(x.size >= _SERIAL_ITEMS) as parallel:
+        if chunks.shape[0]:
+            pos = (np.arange(x.size) - np.repeat(offsets[:-1], lens)).astype(np.float64)
+            acc, cnt = np.zeros(x.size), np.zeros(x.size)
+            (_small_sessions if parallel else _small_sessions_serial)(x, lab, pos, chunks, depth, margin, acc, cnt, d)
+            _session_totals(offsets, np.flatnonzero(small), acc, cnt, pairs, sums)
         # a large session gets the threads to itself only when sessions alone cannot keep them busy
         big = lens >= _PARALLEL_MIN
         if not parallel or big.sum() >= 2 * threads:
@@ -515,7 +575,7 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
             ok, pairs[s], sums[s] = _big_session(x[lo:hi], lab[lo:hi], margin, d[lo:hi])
             if not ok:
                 pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
-        rest = np.flatnonzero(~big)
+        rest = np.flatnonzero(~big & ~small)
         if rest.size:
             loop = _sessions_loop if parallel else _sessions_loop_serial
             loop(x, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
