@@ -196,7 +196,7 @@ def test_pairwise_hinge_runs_the_registry_op() -> None:
     s = torch.tensor([0.5, 0.0], requires_grad=True)
     out = PF.pairwise_hinge_loss(s, torch.tensor([1, 0]), reduction="none")
     assert out.tolist() == [0.5]
-    assert "pairloss_pairwise_hinge_loss" in type(out.grad_fn).__name__
+    assert "pairwise_hinge_loss" in type(out.grad_fn).__name__
 
 
 # ---- low precision and huge scores ------------------------------------------------------------------
