@@ -767,41 +767,59 @@ def torch_op(name: str, *, inplace: bool = False, tensor_args: bool = False) -> 
 # --------------------------------------------------------------------------------------------------------
 def _define_scale_gradient() -> torch._ops.OpOverload:
     name = "scale_gradient"
-    if not _already_defined(name):
-        _LIB.define(f"{name}(Tensor x, float scale) -> Tensor")
-        qualname = f"{NAMESPACE}::{name}"
+    packet_name = f"{NAMESPACE}::{name}"
+    for overload_name, schema in (("default", "(Tensor x, float scale) -> Tensor"),
+                                  (TENSOR_ARGS, "(Tensor x, Tensor scale) -> Tensor")):
+        if _already_defined(name, overload_name):
+            continue
+        suffix = "" if overload_name == "default" else f".{overload_name}"
+        _LIB.define(name + suffix + schema)
+        qualname = packet_name + suffix
 
-        def copy(x: torch.Tensor, scale: float) -> torch.Tensor:
+        def copy(x: torch.Tensor, scale: Any) -> torch.Tensor:
             return x.clone()
 
         torch.library.register_kernel(qualname, ("cpu", "cuda"), copy, lib=_LIB)
         torch.library.register_fake(qualname, lambda x, scale: torch.empty_like(x), lib=_LIB)
-        overload = getattr(torch.ops, NAMESPACE).scale_gradient.default
-
-        def forward(x: torch.Tensor, scale: float, meta: _Meta) -> torch.Tensor:
-            return _redispatch_below_autograd(overload, meta, (x, scale))
-
-        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-            ctx.scale = inputs[1]
-
-        # the tangent is scaled like the gradient: the Jacobian the layer declares is scale * I, so
-        # jacfwd and jacrev agree
-        def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-            return grad * ctx.scale, None, None
-
-        def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
-            return tangent * ctx.scale
-
-        function = type("PairlossFunction_scale_gradient", (torch.autograd.Function,), {
-            "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
-            "backward": staticmethod(backward), "jvp": staticmethod(jvp)})
-        _LIB.impl(name, _autograd_kernel(overload, function), "Autograd", with_keyset=True)
-
-        def rule(info: Any, in_dims: tuple[int | None, ...], x: torch.Tensor, scale: float) -> Any:
-            return overload(x, scale), in_dims[0]  # elementwise: the batch dimension stays where it is
-
-        torch.library.register_vmap(qualname, rule, lib=_LIB)
+        overload = getattr(getattr(torch.ops, NAMESPACE).scale_gradient, overload_name)
+        function = _scale_gradient_function(overload)
+        _LIB.impl(name + suffix, _autograd_kernel(overload, function), "Autograd", with_keyset=True)
+        torch.library.register_vmap(qualname, _scale_gradient_vmap(overload), lib=_LIB)
     return getattr(torch.ops, NAMESPACE).scale_gradient.default
+
+
+def _scale_gradient_function(overload: torch._ops.OpOverload) -> type[torch.autograd.Function]:
+    def forward(x: torch.Tensor, scale: Any, meta: _Meta) -> torch.Tensor:
+        return _redispatch_below_autograd(overload, meta, (x, scale))
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.scale = inputs[1]
+
+    def scaled(t: torch.Tensor, scale: Any) -> torch.Tensor:
+        return t * (scale.to(t.dtype) if isinstance(scale, torch.Tensor) else scale)
+
+    # the tangent is scaled like the gradient: the Jacobian the layer declares is scale * I, so jacfwd
+    # and jacrev agree
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return scaled(grad, ctx.scale), None, None
+
+    def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
+        return scaled(tangent, ctx.scale)
+
+    return type("PairlossFunction_scale_gradient", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward), "jvp": staticmethod(jvp)})
+
+
+def _scale_gradient_vmap(overload: torch._ops.OpOverload) -> Callable[..., Any]:
+    def rule(info: Any, in_dims: tuple[int | None, ...], x: torch.Tensor, scale: Any) -> Any:
+        if in_dims[1] is not None:  # a batch of scales: the forward ignores them, the backward needs each
+            outs = [overload(x if in_dims[0] is None else x.select(in_dims[0], b), scale.select(in_dims[1], b))
+                    for b in range(info.batch_size)]
+            return torch.stack(outs), 0
+        return overload(x, scale), in_dims[0]  # elementwise: the batch dimension stays where it is
+
+    return rule
 
 
 #: Identity in the forward pass (an exact copy); the backward multiplies the gradient by ``scale``, and so
