@@ -59,9 +59,12 @@ def test_gradient_defs_are_exactly_caffe2s() -> None:
     assert registry.get_gradient_defs("Negative") == [OperatorDef("Negative", ("Y_grad",), ("X_grad",))]
 
 
-def test_gradient_ops_have_no_gradient() -> None:
+def test_gradient_ops_have_second_order_gradients_and_those_have_none() -> None:
+    assert registry.get_gradient_defs("PairWiseLossGradient") == [
+        OperatorDef("PairWiseLossGradientGradient", ("X", "label", "Y_grad", "X_grad_grad", "lengths"),
+                    ("X_grad", "Y_grad_grad"))]
     with pytest.raises(ValueError, match="no gradient registered"):
-        registry.get_gradient_defs("PairWiseLossGradient")
+        registry.get_gradient_defs("PairWiseLossGradientGradient")
 
 
 def test_run_is_run_operator_once() -> None:

@@ -9,8 +9,9 @@ from functools import cache
 from typing import Any
 
 import numba
+import numpy as np
 
-__all__ = ["HAS_TRITON", "cuda_available", "serial_twin", "tl", "triton"]
+__all__ = ["HAS_TRITON", "cuda_available", "float64_bits", "serial_twin", "tl", "triton"]
 
 triton: Any = None
 tl: Any = None
@@ -33,6 +34,15 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def float64_bits(value: float) -> int:
+    """The IEEE bits of ``value`` as a signed int64, to pass a float64 scalar to a Triton kernel exactly.
+
+    Triton passes a Python float as float32; a kernel takes the int and bitcasts it back
+    (``bits.to(tl.int64).to(tl.float64, bitcast=True)``).
+    """
+    return int(np.array(value, np.float64).view(np.int64))
 
 
 def serial_twin(kernel: Any) -> Any:

@@ -195,7 +195,8 @@ class OpSchema:
         return self
 
     def gradient_op(self) -> OpSchema:
-        """Mark this schema as a gradient operator (it backs another op and has no gradient itself)."""
+        """Mark this schema as a gradient operator: it backs another op's gradient. It may register a
+        gradient of its own (second derivatives: double backward, Hessian-vector products)."""
         self.is_gradient_op = True
         return self
 
@@ -295,7 +296,8 @@ class OpSchema:
         lines.append(f"ONNX: {onnx_mapping(self.name)}")
         lines.append(f"Devices: {', '.join(devices(self.name)) or 'none'}")
         if self.is_gradient_op:
-            lines.append("Gradient: (this is a gradient operator)")
+            second = ", ".join(gradient_op_names(self.name)) or "none"
+            lines.append(f"Gradient: (this is a gradient operator; its own gradient: {second})")
         else:
             lines.append(f"Gradient: {', '.join(gradient_op_names(self.name)) or 'none'}")
         lines.append(f"Defined at: {self.defined_at}")

@@ -317,13 +317,16 @@ def test_triton_kernels_compile_for_sm90() -> None:
             full = {**sig, **session_args}
             compiled = triton.compile(ASTSource(kernel, {p: full[p] for p in params}, consts), target=target)
             assert "cubin" in compiled.asm
-    elementwise = [
+    margin_kernels = [
         (mrc._forward_kernel, {"x1_ptr": "*fp32", "x2_ptr": "*fp16", "y_ptr": "*i32", "out_ptr": "*fp32"}),
         (mrc._gradient_kernel, {"x1_ptr": "*fp64", "x2_ptr": "*fp64", "y_ptr": "*i64", "g_ptr": "*fp64",
                                 "d1_ptr": "*fp64", "d2_ptr": "*fp64"}),
-        (negative._negative_kernel, {"x_ptr": "*i32", "y_ptr": "*i32"}),
     ]
-    for kernel, sig in elementwise:
-        full = {**sig, "n": "i32", "margin_ptr": "*fp64", "BLOCK": "constexpr"}
-        src = ASTSource(kernel, {p: full[p] for p in kernel.arg_names}, {"BLOCK": 1024})
+    for (kernel, sig), is_f64 in zip(margin_kernels, (False, True), strict=True):
+        full = {**sig, "n": "i32", "bad_ptr": "*i32", "margin_arg": "i64" if is_f64 else "fp32",
+                "IS_F64": "constexpr", "BLOCK": "constexpr"}
+        src = ASTSource(kernel, {p: full[p] for p in kernel.arg_names}, {"IS_F64": is_f64, "BLOCK": 1024})
         assert "cubin" in triton.compile(src, target=target).asm
+    src = ASTSource(negative._negative_kernel, {"x_ptr": "*i32", "y_ptr": "*i32", "n": "i32", "BLOCK": "constexpr"},
+                    {"BLOCK": 1024})
+    assert "cubin" in triton.compile(src, target=target).asm

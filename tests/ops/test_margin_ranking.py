@@ -83,3 +83,33 @@ def test_float_labels_and_huge_scores() -> None:
 def test_bad_input_names_the_argument(x1, x2, y, error, pattern) -> None:
     with pytest.raises(error, match=pattern):
         pairloss.margin_ranking_criterion(x1, x2, y)
+
+
+def test_the_kink_is_decided_in_float32_as_torch_does() -> None:
+    # float32 1.1 - 0.1 rounds to exactly 1.0: the distance is 0 and the gradient passes (a float64
+    # difference, 1.0000000238, would put the pair inside the margin and stop it)
+    x1, x2, y = np.array([1.1], np.float32), np.array([0.1], np.float32), np.array([1], np.int32)
+    assert pairloss.margin_ranking_criterion(x1, x2, y, margin=1.0)[0] == 0.0
+    dx1, dx2 = pairloss.margin_ranking_criterion_gradient(x1, x2, y, np.ones(1, np.float32), margin=1.0)
+    assert (dx1[0], dx2[0]) == (-1.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1), margin=st.sampled_from([0.0, 0.1, 1.0, 0.3333333, -0.7]))
+def test_values_and_gradients_equal_torch_bit_for_bit(dtype: type, seed: int, margin: float) -> None:
+    import torch
+
+    rng = np.random.default_rng(seed)
+    # values on a coarse grid make exact kinks (distance == 0 after rounding) common
+    x1 = (rng.integers(-20, 20, 300) / 10).astype(dtype)
+    x2 = (rng.integers(-20, 20, 300) / 10).astype(dtype)
+    y = rng.choice(np.array([-1, 1], np.int32), 300)
+    g = rng.standard_normal(300).astype(dtype)
+    t1, t2 = torch.from_numpy(x1).requires_grad_(), torch.from_numpy(x2).requires_grad_()
+    ref = torch.nn.functional.margin_ranking_loss(t1, t2, torch.from_numpy(y).to(t1.dtype), margin=margin,
+                                                  reduction="none")
+    ref.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(pairloss.margin_ranking_criterion(x1, x2, y, margin=margin), ref.detach().numpy())
+    dx1, dx2 = pairloss.margin_ranking_criterion_gradient(x1, x2, y, g, margin=margin)
+    np.testing.assert_array_equal(dx1, t1.grad.numpy())
+    np.testing.assert_array_equal(dx2, t2.grad.numpy())

@@ -3,8 +3,10 @@ r"""MarginRankingCriterion: :math:`\ell_i = \max(0, -y_i (x^{(1)}_i - x^{(2)}_i)
 :math:`y_i = +1` says the first input should rank higher, :math:`y_i = -1` the second. No reduction.
 Semantics follow Caffe2's CPU op: a NaN distance stays NaN in the forward and passes the gradient, and at the
 kink (distance exactly 0) the gradient is passed, :math:`\partial\ell/\partial x^{(1)} = -y\,g`.
-Unlike Caffe2, shapes must match exactly, labels must be -1/+1 and float16/float64 are accepted
-(arithmetic runs in float64 on CPU; outputs keep the input dtype).
+Unlike Caffe2, shapes must match exactly, labels must be -1/+1 and float16/float64 are accepted.
+Arithmetic runs in the inputs' dtype (float32 for float16) on every device, as in torch's
+``margin_ranking_loss``, so values, kink decisions and gradients equal torch's bit for bit in float32
+and float64; outputs keep the input dtype.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, serial_twin, tl, triton
+from pairloss._backends import HAS_TRITON, float64_bits, serial_twin, tl, triton
 from pairloss._checks import as_float_array, as_sign_labels, check_same_shape
 from pairloss.registry import (
     GI,
@@ -76,13 +78,19 @@ def _prepare(x1: npt.ArrayLike, x2: npt.ArrayLike, y: npt.ArrayLike,
     return tuple(arrays.values())
 
 
-# ---- reference (float64, one pair at a time) ----------------------------------------------------------
+# ---- reference (one pair at a time, torch's formula in the arithmetic dtype) -------------------------
+def _distance(a: Any, b: Any, t: Any, margin: Any) -> Any:
+    """-t * (a - b) + margin with NumPy scalars: each operation rounds in the scalars' dtype."""
+    return -type(a)(t) * (a - b) + margin
+
+
 def reference_forward(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: float) -> np.ndarray:
     x1, x2, y = _prepare(x1, x2, y)
+    work = arithmetic_dtype(x1.dtype, x2.dtype).type
     out = np.empty(x1.shape, np.float64)
     a, b, t, o = x1.reshape(-1), x2.reshape(-1), y.reshape(-1), out.reshape(-1)
     for i in range(a.size):
-        dist = -float(t[i]) * (float(a[i]) - float(b[i])) + margin
+        dist = _distance(work(a[i]), work(b[i]), t[i], work(margin))
         o[i] = dist if not dist < 0.0 else 0.0  # std::max(dist, 0): a NaN dist stays NaN
     return out.astype(x1.dtype)
 
@@ -90,11 +98,12 @@ def reference_forward(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: 
 def reference_gradient(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad: np.ndarray, *,
                        margin: float) -> tuple[np.ndarray, np.ndarray]:
     x1, x2, y, g = _prepare(x1, x2, y, loss_grad)
+    work = arithmetic_dtype(x1.dtype, x2.dtype).type
     dx1, dx2 = np.zeros(x1.shape, np.float64), np.zeros(x2.shape, np.float64)
     a, b, t, gf = x1.reshape(-1), x2.reshape(-1), y.reshape(-1), g.reshape(-1)
     d1, d2 = dx1.reshape(-1), dx2.reshape(-1)
     for i in range(a.size):
-        dist = -float(t[i]) * (float(a[i]) - float(b[i])) + margin
+        dist = _distance(work(a[i]), work(b[i]), t[i], work(margin))
         if not dist < 0.0:  # the kink and NaN pass the gradient, as in Caffe2
             d1[i] = -float(t[i]) * float(gf[i])
             d2[i] = float(t[i]) * float(gf[i])
@@ -102,13 +111,16 @@ def reference_gradient(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad:
 
 
 # ---- CPU kernels --------------------------------------------------------------------------------------
-# Fused Numba loops: one read of each input and one write of each output, in float64 whatever the input
-# dtype. A float32 or float16 difference is exact in float64 and y is +-1, so the only rounding is the
-# one `+ margin` that the float64 reference also does: the kink test `dist < 0` and the value agree with
-# the reference bit for bit before the final cast. The loops also count labels other than -1/+1, so Y's
-# values are validated in the same pass instead of three extra ones (the error is raised afterwards, by
-# the same check `_prepare` uses). A plain prange over elements (Numba hands each thread one contiguous
-# range) streams at the copy bandwidth; an explicit chunk loop calling a range function measured half that.
+# Fused Numba loops: one read of each input and one write of each output. Arithmetic runs in the
+# inputs' dtype, float32 for float16 (torch computes in the input dtype too): the difference X1 - X2 is
+# rounded once in that dtype, `-Y * d` is an exact sign flip and `+ margin` (margin rounded to that
+# dtype) is the one other rounding, exactly torch's `(-target * (input1 - input2) + margin)`. So the
+# kink test `dist < 0`, the values and the gradients equal torch's bit for bit in float32 and float64:
+# for float32 x1=1.1, x2=0.1, margin=1 the float32 difference is exactly 1, the distance 0, and the
+# gradient passes, where a float64 difference would put the pair just inside the margin.
+# The loops also count labels other than -1/+1, so Y's values are validated in the same pass instead of
+# three extra ones (the error is raised afterwards, by the same check `_prepare` uses). A plain prange
+# over elements (Numba hands each thread one contiguous range) streams at the copy bandwidth.
 _SERIAL_BELOW = 1 << 15  # below this a parallel launch costs more than the loop
 
 
@@ -116,9 +128,10 @@ _SERIAL_BELOW = 1 << 15  # below this a parallel launch costs more than the loop
 def _forward_loop(x1, x2, y, margin, out):  # pragma: no cover - compiled
     bad = 0
     for i in numba.prange(x1.size):
-        t = np.float64(y[i])
-        bad += (t != 1.0) & (t != -1.0)
-        dist = -t * (np.float64(x1[i]) - np.float64(x2[i])) + margin
+        t = y[i]
+        bad += (t != 1) & (t != -1)
+        d = x1[i] - x2[i]
+        dist = (d if t < 0 else -d) + margin  # -t * d + margin, t = +-1
         out[i] = 0.0 if dist < 0.0 else dist  # std::max(dist, 0): NaN stays NaN
     return bad
 
@@ -127,12 +140,15 @@ def _forward_loop(x1, x2, y, margin, out):  # pragma: no cover - compiled
 def _gradient_loop(x1, x2, y, g, margin, d1, d2):  # pragma: no cover - compiled
     bad = 0
     for i in numba.prange(x1.size):
-        t = np.float64(y[i])
-        bad += (t != 1.0) & (t != -1.0)
-        dist = -t * (np.float64(x1[i]) - np.float64(x2[i])) + margin
-        active = 0.0 if dist < 0.0 else t * np.float64(g[i])  # the kink and NaN pass the gradient
-        d1[i] = -active
-        d2[i] = active
+        t = y[i]
+        bad += (t != 1) & (t != -1)
+        d = x1[i] - x2[i]
+        dist = (d if t < 0 else -d) + margin
+        gi = g[i]
+        v = gi if t < 0 else -gi  # -t * g
+        active = not dist < 0.0  # the kink and NaN pass the gradient
+        d1[i] = v if active else 0.0
+        d2[i] = -v if active else 0.0
     return bad
 
 
@@ -143,7 +159,7 @@ _gradient_loop_serial = serial_twin(_gradient_loop)
 def _prepare_for_loop(x1: npt.ArrayLike, x2: npt.ArrayLike, y: npt.ArrayLike,
                       loss_grad: npt.ArrayLike | None = None) -> tuple[np.ndarray, ...]:
     """``_prepare`` minus the scan of Y's values, which the loops do; anything unusual takes ``_prepare``."""
-    if not (isinstance(y, np.ndarray) and y.dtype.kind in "iuf"):
+    if not (type(y) is np.ndarray and y.dtype.kind in "iuf"):  # a masked array's mask must not hide labels
         return _prepare(x1, x2, y, loss_grad)
     arrays = {"X1": as_float_array("X1", x1), "X2": as_float_array("X2", x2), "Y": y}
     if loss_grad is not None:
@@ -152,22 +168,21 @@ def _prepare_for_loop(x1: npt.ArrayLike, x2: npt.ArrayLike, y: npt.ArrayLike,
     return tuple(arrays.values())
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    """A contiguous 1-D view (a copy only when strided); float16 widens, Numba has no float16 arithmetic."""
-    if a.dtype == np.float16:
-        a = a.astype(np.float32)
-    return np.ascontiguousarray(a).reshape(-1)
+def arithmetic_dtype(*dtypes: Any) -> np.dtype:
+    """The dtype the kernels compute in: the inputs' common float dtype, float32 for float16."""
+    return np.result_type(np.float32, *dtypes)
 
 
-def _kernel_dtype(dtype: np.dtype) -> np.dtype:
-    # float16 results are written in float64 and rounded once at the end, as the reference does
-    return np.dtype(np.float64) if dtype == np.float16 else dtype
+def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A contiguous 1-D view in the arithmetic dtype (a copy only when strided or converted)."""
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
 def forward_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: float) -> np.ndarray:
     x1, x2, y = _prepare_for_loop(x1, x2, y)
-    out = np.empty(x1.size, _kernel_dtype(x1.dtype))
-    args = (_flat(x1), _flat(x2), _flat(y), float(margin), out)
+    work = arithmetic_dtype(x1.dtype, x2.dtype)
+    out = np.empty(x1.size, work)
+    args = (_flat(x1, work), _flat(x2, work), np.ascontiguousarray(y).reshape(-1), work.type(margin), out)
     bad = (_forward_loop_serial if x1.size < _SERIAL_BELOW else _forward_loop)(*args)
     if bad:
         as_sign_labels("Y", y)  # raises, naming the offending values
@@ -177,9 +192,10 @@ def forward_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: float)
 def gradient_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad: np.ndarray, *,
                  margin: float) -> tuple[np.ndarray, np.ndarray]:
     x1, x2, y, g = _prepare_for_loop(x1, x2, y, loss_grad)
-    d1 = np.empty(x1.size, _kernel_dtype(x1.dtype))
-    d2 = np.empty(x2.size, _kernel_dtype(x2.dtype))
-    args = (_flat(x1), _flat(x2), _flat(y), _flat(g), float(margin), d1, d2)
+    work = arithmetic_dtype(x1.dtype, x2.dtype)
+    d1, d2 = np.empty(x1.size, work), np.empty(x2.size, work)
+    args = (_flat(x1, work), _flat(x2, work), np.ascontiguousarray(y).reshape(-1), _flat(g, work),
+            work.type(margin), d1, d2)
     bad = (_gradient_loop_serial if x1.size < _SERIAL_BELOW else _gradient_loop)(*args)
     if bad:
         as_sign_labels("Y", y)
@@ -187,22 +203,25 @@ def gradient_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad: np.nd
             d2.reshape(x2.shape).astype(x2.dtype, copy=False))
 
 
-# ---- CUDA kernels (torch tensors; the CPU kernels' NaN and kink rules on every device) ---------------
+# ---- CUDA kernels (torch tensors; the CPU kernels' arithmetic, NaN and kink rules on every device) ---
 forward_cuda: Any = None
 gradient_cuda: Any = None
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 def _check_cuda_inputs(**tensors: Any) -> None:
-    """The checks of ``_prepare`` on tensors, so the kernels never index past an input."""
-    import torch
+    """The dtype and shape checks of ``_prepare`` on tensors, so the kernels never index past an input.
 
+    Y's values are checked by the kernels themselves (they count labels other than -1/+1 in the same
+    pass) and reported by :func:`_raise_if_bad_labels`: one host synchronisation per call.
+    """
     for name in ("X1", "X2", "loss_grad"):
         t = tensors.get(name)
-        if t is not None and t.dtype not in (torch.float16, torch.float32, torch.float64):
-            msg = f"{name} must be a float16, float32 or float64 tensor; got dtype={t.dtype}"
+        if t is not None and str(t.dtype).removeprefix("torch.") not in _FLOATS:
+            msg = f"{name} must be a float16, bfloat16, float32 or float64 tensor; got dtype={t.dtype}"
             raise TypeError(msg)
     y = tensors["Y"]
-    if y.dtype == torch.bool or y.is_complex():
+    if y.dtype.is_complex or str(y.dtype) == "torch.bool":
         msg = f"Y must be an integer or float tensor of -1/+1; got dtype={y.dtype}"
         raise TypeError(msg)
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
@@ -210,41 +229,74 @@ def _check_cuda_inputs(**tensors: Any) -> None:
         listing = ", ".join(f"{n}: {s}" for n, s in shapes.items())
         msg = f"inputs must have the same shape (no broadcasting); got {listing}"
         raise ValueError(msg)
-    bad = (y != 1) & (y != -1)
-    if bool(bad.any()):
-        msg = f"Y must contain only -1 and +1; got {torch.unique(y[bad]).tolist()[:8]}"
+    devices = {t.device for t in tensors.values()}
+    if len(devices) > 1:
+        msg = f"inputs must be on one device; got {sorted(str(d) for d in devices)}"
+        raise ValueError(msg)
+
+
+def _raise_if_bad_labels(bad_count: Any, y: Any) -> None:
+    if int(bad_count.item()):
+        import torch
+
+        bad = y[(y != 1) & (y != -1)]
+        msg = (f"Y must contain only -1 and +1 (+1: the first input should rank higher); "
+               f"got {torch.unique(bad).tolist()[:8]}")
         raise ValueError(msg)
 
 
 if HAS_TRITON:
-    # float64 arithmetic as on CPU, so kink and NaN decisions agree bit for bit across devices (the op is
-    # memory-bound: float64 costs nothing measurable). margin comes through a one-element float64 tensor
-    # because Triton passes a Python float as float32.
 
     @triton.jit
-    def _forward_kernel(x1_ptr, x2_ptr, y_ptr, out_ptr, n, margin_ptr, BLOCK: tl.constexpr):
+    def _load_distance(x1_ptr, x2_ptr, y_ptr, offs, mask, margin_arg, IS_F64: tl.constexpr):
+        # torch's -t * (x1 - x2) + margin in the arithmetic dtype; margin is a float32 scalar, or the
+        # bits of a float64 one (Triton passes Python floats as float32)
+        if IS_F64:
+            margin = margin_arg.to(tl.int64).to(tl.float64, bitcast=True)
+            a = tl.load(x1_ptr + offs, mask=mask).to(tl.float64)
+            b = tl.load(x2_ptr + offs, mask=mask).to(tl.float64)
+        else:
+            margin = margin_arg
+            a = tl.load(x1_ptr + offs, mask=mask).to(tl.float32)
+            b = tl.load(x2_ptr + offs, mask=mask).to(tl.float32)
+        t = tl.load(y_ptr + offs, mask=mask, other=1)
+        d = a - b
+        return tl.where(t < 0, d, -d) + margin, t
+
+    @triton.jit
+    def _count_bad_labels(t, mask, bad_ptr):
+        bad = mask & (t != 1) & (t != -1)
+        tl.atomic_add(bad_ptr, tl.sum(bad.to(tl.int32), axis=0))
+
+    @triton.jit
+    def _forward_kernel(x1_ptr, x2_ptr, y_ptr, out_ptr, bad_ptr, n, margin_arg,
+                        IS_F64: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
-        margin = tl.load(margin_ptr)
-        a = tl.load(x1_ptr + offs, mask=mask).to(tl.float64)
-        b = tl.load(x2_ptr + offs, mask=mask).to(tl.float64)
-        t = tl.load(y_ptr + offs, mask=mask).to(tl.float64)
-        dist = -t * (a - b) + margin
+        dist, t = _load_distance(x1_ptr, x2_ptr, y_ptr, offs, mask, margin_arg, IS_F64)
+        _count_bad_labels(t, mask, bad_ptr)
         tl.store(out_ptr + offs, tl.where(dist < 0, 0.0, dist).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _gradient_kernel(x1_ptr, x2_ptr, y_ptr, g_ptr, d1_ptr, d2_ptr, n, margin_ptr, BLOCK: tl.constexpr):
+    def _gradient_kernel(x1_ptr, x2_ptr, y_ptr, g_ptr, d1_ptr, d2_ptr, bad_ptr, n, margin_arg,
+                         IS_F64: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
-        margin = tl.load(margin_ptr)
-        a = tl.load(x1_ptr + offs, mask=mask).to(tl.float64)
-        b = tl.load(x2_ptr + offs, mask=mask).to(tl.float64)
-        t = tl.load(y_ptr + offs, mask=mask).to(tl.float64)
-        g = tl.load(g_ptr + offs, mask=mask).to(tl.float64)
-        dist = -t * (a - b) + margin
-        active = tl.where(dist < 0, 0.0, t * g)
-        tl.store(d1_ptr + offs, (-active).to(d1_ptr.dtype.element_ty), mask=mask)
-        tl.store(d2_ptr + offs, active.to(d2_ptr.dtype.element_ty), mask=mask)
+        dist, t = _load_distance(x1_ptr, x2_ptr, y_ptr, offs, mask, margin_arg, IS_F64)
+        _count_bad_labels(t, mask, bad_ptr)
+        g = tl.load(g_ptr + offs, mask=mask)
+        g = g.to(tl.float64) if IS_F64 else g.to(tl.float32)
+        v = tl.where(dist < 0, 0.0, tl.where(t < 0, g, -g))  # -t * g; the kink and NaN pass it
+        tl.store(d1_ptr + offs, v.to(d1_ptr.dtype.element_ty), mask=mask)
+        tl.store(d2_ptr + offs, (-v).to(d2_ptr.dtype.element_ty), mask=mask)
+
+    _BLOCK = 2048
+
+    def _launch_args(x1: Any, x2: Any, margin: float) -> tuple[bool, Any]:
+        import torch
+
+        is_f64 = torch.float64 in (x1.dtype, x2.dtype)
+        return is_f64, (float64_bits(margin) if is_f64 else float(margin))
 
     def forward_cuda(x1: Any, x2: Any, y: Any, *, margin: float) -> Any:  # type: ignore[no-redef]
         import torch
@@ -254,8 +306,11 @@ if HAS_TRITON:
         out = torch.empty_like(x1)
         n = x1.numel()
         if n:
-            m = torch.tensor([float(margin)], dtype=torch.float64, device=x1.device)
-            _forward_kernel[(triton.cdiv(n, 2048),)](x1, x2, y, out, n, m, BLOCK=2048)
+            bad = torch.zeros(1, dtype=torch.int32, device=x1.device)
+            is_f64, margin_arg = _launch_args(x1, x2, margin)
+            _forward_kernel[(triton.cdiv(n, _BLOCK),)](x1, x2, y, out, bad, n, margin_arg,
+                                                       IS_F64=is_f64, BLOCK=_BLOCK)
+            _raise_if_bad_labels(bad, y)
         return out
 
     def gradient_cuda(x1: Any, x2: Any, y: Any, loss_grad: Any, *, margin: float) -> Any:  # type: ignore[no-redef]
@@ -266,8 +321,11 @@ if HAS_TRITON:
         d1, d2 = torch.empty_like(x1), torch.empty_like(x2)
         n = x1.numel()
         if n:
-            m = torch.tensor([float(margin)], dtype=torch.float64, device=x1.device)
-            _gradient_kernel[(triton.cdiv(n, 2048),)](x1, x2, y, g, d1, d2, n, m, BLOCK=2048)
+            bad = torch.zeros(1, dtype=torch.int32, device=x1.device)
+            is_f64, margin_arg = _launch_args(x1, x2, margin)
+            _gradient_kernel[(triton.cdiv(n, _BLOCK),)](x1, x2, y, g, d1, d2, bad, n, margin_arg,
+                                                        IS_F64=is_f64, BLOCK=_BLOCK)
+            _raise_if_bad_labels(bad, y)
         return d1, d2
 
 
@@ -277,10 +335,21 @@ def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
     return [gradient_def(op, "MarginRankingCriterionGradient", [I(0), I(1), I(2), GO(0)], [GI(0), GI(1)])]
 
 
+def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    # The gradient op is linear in loss_grad and piecewise constant in X1, X2 (zero second derivative
+    # almost everywhere, as in torch): d<u1, dX1> + <u2, dX2> / d loss_grad = -Y u1 + Y u2 where active,
+    # which is output 0 of the gradient op fed u1 plus output 1 of it fed u2 (the two writes to one
+    # blob add up, as Caffe2 accumulates gradients). The other outputs are discarded.
+    unused = [f"{op.outputs[1]}_unused_part", f"{op.outputs[0]}_unused_part"]
+    return [gradient_def(op, "MarginRankingCriterionGradient", [I(0), I(1), I(2), GO(0)], [GI(3), unused[0]]),
+            gradient_def(op, "MarginRankingCriterionGradient", [I(0), I(1), I(2), GO(1)], [unused[1], GI(3)])]
+
+
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 
 

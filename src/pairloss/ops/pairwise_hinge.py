@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from pairloss._backends import serial_twin
 from pairloss._checks import FLT_EPSILON
-from pairloss.ops.pairwise_loss import _LENGTHS_DOC, _prepare, per_session_output
+from pairloss.ops.sessions import LENGTHS_DOC, per_session_output, prepare_sessions
 from pairloss.registry import (
     GI,
     GO,
@@ -60,7 +60,13 @@ from pairloss.registry import (
     register_gradient,
 )
 
-__all__ = ["GRADIENT_SCHEMA", "SCHEMA", "pairwise_hinge_loss", "pairwise_hinge_loss_gradient"]
+__all__ = [
+    "GRADIENT_GRADIENT_SCHEMA",
+    "GRADIENT_SCHEMA",
+    "SCHEMA",
+    "pairwise_hinge_loss",
+    "pairwise_hinge_loss_gradient",
+]
 
 _MARGIN_DOC = ("Required score gap between the higher- and the lower-labelled item of each pair "
                "(1.0, as MarginRankingCriterion).")
@@ -71,7 +77,7 @@ SCHEMA = (
     .num_outputs(1)
     .input(0, "X", "Scores, shape (N,) or (N, 1); float16/32/64.")
     .input(1, "label", "Relevance labels, shape (N,) or (N, 1); integer or float (ties: |difference| < 2^-23).")
-    .input(2, "lengths", _LENGTHS_DOC, optional=True)
+    .input(2, "lengths", LENGTHS_DOC, optional=True)
     .output(0, "Y", "Mean pairwise hinge loss per session, shape (S,) ((1,) without lengths); dtype of X.")
     .arg("margin", float, default=1.0, doc=_MARGIN_DOC)
     .tensor_inference_function(per_session_output)
@@ -86,7 +92,7 @@ GRADIENT_SCHEMA = (
     .input(0, "X", "Forward scores.")
     .input(1, "label", "Forward labels.")
     .input(2, "Y_grad", "Gradient with respect to the per-session loss Y, shape (S,).")
-    .input(3, "lengths", _LENGTHS_DOC, optional=True)
+    .input(3, "lengths", LENGTHS_DOC, optional=True)
     .output(0, "X_grad", "Gradient with respect to X; shape and dtype of X.")
     .arg("margin", float, default=1.0, doc=_MARGIN_DOC)
     .identical_type_and_shape(0)
@@ -96,10 +102,46 @@ GRADIENT_SCHEMA = (
 )
 
 
+GRADIENT_GRADIENT_SCHEMA = (
+    operator_schema("PairWiseHingeLossGradientGradient")
+    .num_inputs(4, 5)
+    .num_outputs(2)
+    .input(0, "X", "Forward scores.")
+    .input(1, "label", "Forward labels.")
+    .input(2, "Y_grad", "The Y_grad that PairWiseHingeLossGradient was given, shape (S,).")
+    .input(3, "X_grad_grad", "Gradient with respect to PairWiseHingeLossGradient's output X_grad; shape of X.")
+    .input(4, "lengths", LENGTHS_DOC, optional=True)
+    .output(0, "X_grad", "Its gradient with respect to X: zero (the hinge's gradient is piecewise constant "
+                         "in X); shape and dtype of X.")
+    .output(1, "Y_grad_grad", "Its gradient with respect to Y_grad: per session, the sum of X_grad_grad "
+                              "times the session's gradient for Y_grad = 1; shape (S,), dtype of X.")
+    .arg("margin", float, default=1.0, doc=_MARGIN_DOC)
+    .tensor_inference_function(lambda specs, _args: [specs[0], ((specs[2][0][0],), specs[0][1])])
+    .gradient_op()
+    .set_doc("Second derivatives of PairWiseHingeLoss (double backward): X_grad = 0 (almost everywhere) and "
+             "Y_grad_grad_s = sum_k X_grad_grad_k * d_k / |P_s|, d_k the gradient for Y_grad = 1.")
+)
+
+
+def _second_order_from_gradient(gradient: Any, scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                                direction: np.ndarray, lengths: np.ndarray | None, margin: float
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """(zeros like X, per-session sum of direction * gradient(Y_grad = 1)) with ``gradient`` an impl."""
+    x, _, _, lens, _ = prepare_sessions(scores, labels, lengths, loss_grad)
+    v = np.asarray(direction)
+    if v.shape != x.shape:
+        msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
+        raise ValueError(msg)
+    unit = gradient(scores, labels, np.ones(lens.size), lengths, margin=margin).reshape(-1)
+    sessions = np.repeat(np.arange(lens.size), lens)
+    gg = np.bincount(sessions, weights=unit.astype(np.float64) * v.reshape(-1), minlength=lens.size)
+    return np.zeros_like(x), gg.astype(x.dtype)
+
+
 # ---- reference (float64, every pair, PairWiseLoss's loop order) ---------------------------------------
 def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                       margin: float) -> np.ndarray:
-    x, flat, lab, lens = _prepare(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     out = np.zeros(lens.size, np.float64)
     offset = 0
     for s, length in enumerate(lens):
@@ -119,7 +161,7 @@ def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarra
 
 def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                        lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
-    x, flat, lab, lens, g = _prepare(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
     dx = np.zeros(flat.shape[0], np.float64)
     offset = 0
     for s, length in enumerate(lens):
@@ -138,6 +180,12 @@ def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.nda
             dx[offset:offset + length] /= pairs
         offset += length
     return dx.reshape(x.shape).astype(x.dtype)
+
+
+def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                                direction: np.ndarray, lengths: np.ndarray | None = None, *,
+                                margin: float) -> tuple[np.ndarray, np.ndarray]:
+    return _second_order_from_gradient(reference_gradient, scores, labels, loss_grad, direction, lengths, margin)
 
 
 # ---- CPU kernels --------------------------------------------------------------------------------------
@@ -450,7 +498,7 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
 
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                 margin: float) -> np.ndarray:
-    x, flat, lab, lens = _prepare(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     pairs, sums, _ = _session_terms(flat, lab, lens, float(margin))
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no pair: loss 0
     return out.astype(x.dtype)
@@ -458,11 +506,16 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
-    x, flat, lab, lens, g = _prepare(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
     pairs, _, d = _session_terms(flat, lab, lens, float(margin))
     scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     dx = d * np.repeat(scale, lens)
     return dx.reshape(x.shape).astype(x.dtype)
+
+
+def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
+                          lengths: np.ndarray | None = None, *, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    return _second_order_from_gradient(gradient_cpu, scores, labels, loss_grad, direction, lengths, margin)
 
 
 # ---- gradient definition ------------------------------------------------------------------------------
@@ -472,9 +525,16 @@ def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
     return [gradient_def(op, "PairWiseHingeLossGradient", inputs, [GI(0)])]
 
 
+def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    inputs: list[Any] = [I(0), I(1), I(2), GO(0)] + ([I(3)] if len(op.inputs) == 4 else [])
+    return [gradient_def(op, "PairWiseHingeLossGradientGradient", inputs, [GI(0), GI(2)])]
+
+
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_gradient(SCHEMA, _gradient_maker)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+register_gradient(GRADIENT_SCHEMA, _second_order_maker)
+register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
 
 
 # ---- public NumPy functions ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ Deliberate differences from Caffe2, for a loss users can trust:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numba
@@ -32,13 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pairloss._backends import HAS_TRITON, serial_twin, tl, triton
-from pairloss._checks import (
-    FLT_EPSILON,
-    as_float_array,
-    as_session_labels,
-    check_lengths,
-    column_to_flat,
-)
+from pairloss._checks import FLT_EPSILON, as_float_array, check_lengths
+from pairloss.ops.sessions import LENGTHS_DOC, per_session_output, prepare_sessions
 from pairloss.registry import (
     GI,
     GO,
@@ -51,16 +45,7 @@ from pairloss.registry import (
     register_gradient,
 )
 
-__all__ = ["GRADIENT_SCHEMA", "SCHEMA", "pairwise_loss", "pairwise_loss_gradient"]
-
-_LENGTHS_DOC = ("Optional session sizes, 1-D non-negative integers summing to N; sessions are contiguous. "
-                "Without it all N items form one session.")
-
-
-def per_session_output(specs: Sequence[tuple[tuple[int, ...], np.dtype]], _args: Mapping[str, Any]) -> list:
-    """Shape inference of the session losses: one value per session, (1,) without lengths; X's dtype."""
-    return [((specs[2][0][0],) if len(specs) > 2 else (1,), specs[0][1])]
-
+__all__ = ["GRADIENT_GRADIENT_SCHEMA", "GRADIENT_SCHEMA", "SCHEMA", "pairwise_loss", "pairwise_loss_gradient"]
 
 SCHEMA = (
     operator_schema("PairWiseLoss")
@@ -68,7 +53,7 @@ SCHEMA = (
     .num_outputs(1)
     .input(0, "X", "Scores, shape (N,) or (N, 1); float16/32/64.")
     .input(1, "label", "Relevance labels, shape (N,) or (N, 1); integer or float (ties: |difference| < 2^-23).")
-    .input(2, "lengths", _LENGTHS_DOC, optional=True)
+    .input(2, "lengths", LENGTHS_DOC, optional=True)
     .output(0, "Y", "Mean pairwise logistic loss per session, shape (S,) ((1,) without lengths); dtype of X.")
     .tensor_inference_function(per_session_output)
     .onnx_decomposition("pairloss.onnx:pairwise_loss_decomposition")
@@ -82,7 +67,7 @@ GRADIENT_SCHEMA = (
     .input(0, "X", "Forward scores.")
     .input(1, "label", "Forward labels.")
     .input(2, "Y_grad", "Gradient with respect to the per-session loss Y, shape (S,).")
-    .input(3, "lengths", _LENGTHS_DOC, optional=True)
+    .input(3, "lengths", LENGTHS_DOC, optional=True)
     .output(0, "X_grad", "Gradient with respect to X; shape and dtype of X.")
     .identical_type_and_shape(0)
     .gradient_op()
@@ -90,21 +75,31 @@ GRADIENT_SCHEMA = (
 )
 
 
-def _prepare(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None,
-             loss_grad: npt.ArrayLike | None = None) -> tuple[np.ndarray, ...]:
-    """Validated (scores_2d_or_1d, flat scores, float64 labels, int64 lengths[, flat loss_grad])."""
-    x = as_float_array("scores", scores)
-    flat = column_to_flat("scores", x)
-    n = flat.shape[0]
-    labels64 = as_session_labels(labels, n)
-    lens = check_lengths(lengths, n)
-    if loss_grad is None:
-        return x, flat, labels64, lens
-    g = as_float_array("loss_grad", loss_grad)
-    if g.shape != (lens.size,):
-        msg = f"loss_grad must have one entry per session, shape ({lens.size},); got shape {g.shape}"
-        raise ValueError(msg)
-    return x, flat, labels64, lens, g
+GRADIENT_GRADIENT_SCHEMA = (
+    operator_schema("PairWiseLossGradientGradient")
+    .num_inputs(4, 5)
+    .num_outputs(2)
+    .input(0, "X", "Forward scores.")
+    .input(1, "label", "Forward labels.")
+    .input(2, "Y_grad", "The Y_grad that PairWiseLossGradient was given, shape (S,).")
+    .input(3, "X_grad_grad", "Gradient with respect to PairWiseLossGradient's output X_grad; shape of X.")
+    .input(4, "lengths", LENGTHS_DOC, optional=True)
+    .output(0, "X_grad", "Its gradient with respect to X: per session, Y_grad/|P| times the Hessian of the "
+                         "pair sum applied to X_grad_grad (a Hessian-vector product); shape and dtype of X.")
+    .output(1, "Y_grad_grad", "Its gradient with respect to Y_grad: per session, the sum of X_grad_grad "
+                              "times the session's gradient for Y_grad = 1; shape (S,), dtype of X.")
+    .tensor_inference_function(lambda specs, _args: [specs[0], ((specs[2][0][0],), specs[0][1])])
+    .gradient_op()
+    .set_doc("""Second derivatives of PairWiseLoss: the gradient of PairWiseLossGradient (double backward).
+
+    With :math:`\\sigma_p = \\sigma(x_{lo} - x_{hi})` and :math:`w_p = \\sigma_p (1 - \\sigma_p)` for each
+    discordant pair :math:`p`, and :math:`v` = X_grad_grad,
+
+    .. math:: \\text{X\\_grad}_k = \\frac{g_s}{|P_s|} \\sum_{p \\ni k} w_p (v_k - v_{k'}), \\qquad
+              \\text{Y\\_grad\\_grad}_s = \\frac{1}{|P_s|} \\sum_{p \\in P_s} \\sigma_p (v_{lo} - v_{hi})
+
+    where :math:`k'` is the other item of pair :math:`p`. It has no gradient itself (third derivatives).""")
+)
 
 
 def _softplus(z: float) -> float:
@@ -121,7 +116,7 @@ def _sigmoid(z: float) -> float:
 
 # ---- reference (float64, Caffe2's loop order) --------------------------------------------------------
 def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-    x, flat, lab, lens = _prepare(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     out = np.zeros(lens.size, np.float64)
     offset = 0
     for s, length in enumerate(lens):
@@ -140,7 +135,7 @@ def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarra
 
 def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                        lengths: np.ndarray | None = None) -> np.ndarray:
-    x, flat, lab, lens, g = _prepare(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
     dx = np.zeros(flat.shape[0], np.float64)
     offset = 0
     for s, length in enumerate(lens):
@@ -158,6 +153,44 @@ def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.nda
             dx[offset:offset + length] /= pairs
         offset += length
     return dx.reshape(x.shape).astype(x.dtype)
+
+
+def _prepare_second_order(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
+                          direction: npt.ArrayLike, lengths: npt.ArrayLike | None) -> tuple[np.ndarray, ...]:
+    """prepare_sessions plus the direction X_grad_grad, which must have the shape of X."""
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    v = as_float_array("X_grad_grad", direction)
+    if v.shape != x.shape:
+        msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
+        raise ValueError(msg)
+    return x, flat, lab, lens, g, v.reshape(-1)
+
+
+def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                                direction: np.ndarray, lengths: np.ndarray | None = None
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    x, flat, lab, lens, g, v = _prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    hv = np.zeros(flat.shape[0], np.float64)
+    gg = np.zeros(lens.size, np.float64)
+    offset = 0
+    for s, length in enumerate(lens):
+        pairs = 0
+        for i in range(offset, offset + length):
+            for j in range(offset, i):
+                if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                    continue
+                hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
+                sig = _sigmoid(float(flat[lo]) - float(flat[hi]))
+                w = sig * (1.0 - sig)
+                hv[i] += w * (float(v[i]) - float(v[j]))
+                hv[j] += w * (float(v[j]) - float(v[i]))
+                gg[s] += sig * (float(v[lo]) - float(v[hi]))
+                pairs += 1
+        if pairs:
+            hv[offset:offset + length] *= float(g[s]) / pairs
+            gg[s] /= pairs
+        offset += length
+    return hv.reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
 # ---- CPU kernels --------------------------------------------------------------------------------------
@@ -393,8 +426,53 @@ def _gradient_loop(x, lab, g, offsets, bounds, out):  # pragma: no cover - compi
             out[k] *= scale
 
 
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _second_order_loop(x, lab, g, v, offsets, bounds, hv, gg):  # pragma: no cover - compiled
+    # Row k visits every partner m of its session (both triangles), so rows need no synchronisation:
+    # hv[k] = sum_m w_km (v_k - v_m), vraw[k] = v_k * (d/dx_k of the pair sum), row_cnt[k] = partners.
+    n_sessions = offsets.size - 1
+    row_cnt = np.empty(x.size, np.int64)
+    vraw = np.empty(x.size)
+    for t in numba.prange(bounds.size - 1):
+        r0, r1 = bounds[t], bounds[t + 1]
+        if r0 == r1:
+            continue
+        s = np.searchsorted(offsets, r0, side="right") - 1
+        for k in range(r0, r1):
+            while k >= offsets[s + 1]:
+                s += 1
+            xk, lk, vk = x[k], lab[k], v[k]
+            acc_h = 0.0
+            acc_d = 0.0
+            cnt = 0
+            for m in range(offsets[s], offsets[s + 1]):
+                dl = lk - lab[m]
+                if abs(dl) < FLT_EPSILON:
+                    continue
+                # sigma of (x_lo - x_hi); d/dx_k of softplus(x_lo - x_hi) is -sigma above m, +sigma below
+                sig = _sigmoid_exact(x[m] - xk) if dl > 0.0 else _sigmoid_exact(xk - x[m])
+                acc_h += sig * (1.0 - sig) * (vk - v[m])
+                acc_d += -sig if dl > 0.0 else sig
+                cnt += 1
+            hv[k] = acc_h
+            vraw[k] = vk * acc_d
+            row_cnt[k] = cnt
+    for s in numba.prange(n_sessions):
+        pairs = 0
+        total = 0.0
+        for k in range(offsets[s], offsets[s + 1]):
+            pairs += row_cnt[k]
+            total += vraw[k]
+        pairs //= 2
+        scale = g[s] / pairs if pairs else 0.0
+        for k in range(offsets[s], offsets[s + 1]):
+            hv[k] *= scale
+        gg[s] = total / pairs if pairs else 0.0
+
+
 _forward_loop_serial = serial_twin(_forward_loop)
 _gradient_loop_serial = serial_twin(_gradient_loop)
+_second_order_loop_serial = serial_twin(_second_order_loop)
 
 
 def _layout(flat: np.ndarray, lens: np.ndarray, full_rows: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -409,7 +487,7 @@ def _layout(flat: np.ndarray, lens: np.ndarray, full_rows: bool) -> tuple[np.nda
 
 
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-    x, flat, lab, lens = _prepare(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     x64, offsets, bounds, parallel = _layout(flat, lens, full_rows=False)
     out = np.zeros(lens.size, np.float64)
     (_forward_loop if parallel else _forward_loop_serial)(x64, lab, offsets, bounds, out)
@@ -418,11 +496,22 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None) -> np.ndarray:
-    x, flat, lab, lens, g = _prepare(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
     x64, offsets, bounds, parallel = _layout(flat, lens, full_rows=True)
     dx = np.zeros(flat.shape[0], np.float64)
     (_gradient_loop if parallel else _gradient_loop_serial)(x64, lab, g.astype(np.float64), offsets, bounds, dx)
     return dx.reshape(x.shape).astype(x.dtype)
+
+
+def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
+                          lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    x, flat, lab, lens, g, v = _prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    x64, offsets, bounds, parallel = _layout(flat, lens, full_rows=True)
+    hv = np.zeros(flat.shape[0], np.float64)
+    gg = np.zeros(lens.size, np.float64)
+    loop = _second_order_loop if parallel else _second_order_loop_serial
+    loop(x64, lab, g.astype(np.float64), v.astype(np.float64), offsets, bounds, hv, gg)
+    return hv.reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
 # ---- CUDA kernels (torch tensors) ---------------------------------------------------------------------
@@ -438,7 +527,7 @@ _BLOCK_COLS = 64
 
 
 def _prepare_cuda(scores: Any, labels: Any, lengths: Any, loss_grad: Any = None) -> tuple[Any, ...]:
-    """_prepare for tensors: (scores, flat scores, float64 labels, int64 lengths on host[, loss_grad])."""
+    """prepare_sessions for tensors: (scores, flat scores, float64 labels, int64 lengths on host[, loss_grad])."""
     import torch
 
     if scores.dtype not in (torch.float16, torch.float32, torch.float64):
@@ -589,11 +678,20 @@ def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
     return [gradient_def(op, "PairWiseLossGradient", inputs, [GI(0)])]
 
 
+def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    # PairWiseLossGradient(X, label, Y_grad[, lengths]) -> X_grad; its gradient reads the same blobs and
+    # the gradient of X_grad, and gives those of X and of Y_grad (labels and lengths get none)
+    inputs: list[Any] = [I(0), I(1), I(2), GO(0)] + ([I(3)] if len(op.inputs) == 4 else [])
+    return [gradient_def(op, "PairWiseLossGradientGradient", inputs, [GI(0), GI(2)])]
+
+
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
+register_gradient(GRADIENT_SCHEMA, _second_order_maker)
+register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
 
 
 # ---- public NumPy functions ---------------------------------------------------------------------------
