@@ -489,7 +489,6 @@ class _Saved:
 def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bool) -> type[torch.autograd.Function]:
     """The autograd.Function of one overload of one registry op (applied by the Autograd kernel)."""
     n_outputs = len(s.outputs)
-    has_gradient = registry.has_gradient(s.name)
 
     def forward(*args: Any) -> Any:
         return _redispatch_below_autograd(overload, args[-1], args[:-1])
@@ -503,7 +502,8 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
         outputs = list(output) if n_outputs > 1 else [output]
         values = {**{_in_blob(k): t for k, t in enumerate(given)},
                   **{_out_blob(k): t for k, t in enumerate(outputs)}}
-        defs = _gradient_defs(s.name, len(given), args) if has_gradient else ()
+        # looked up per call: a gradient maker registered (or removed) after the op was bridged counts
+        defs = _gradient_defs(s.name, len(given), args) if registry.has_gradient(s.name) else ()
         # save only the blobs the gradient ops read (Negative's gradient reads none of them)
         used = {b for d in defs for b in d.inputs}
         backward_blobs = tuple(b for b in values if b in used)
@@ -525,7 +525,7 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
 
     def backward(ctx: Any, *grads: torch.Tensor) -> Any:
         saved: _Saved = ctx.pairloss
-        if not has_gradient:
+        if not registry.has_gradient(s.name):
             raise _no_gradient(s.name, "Backward")
         ws, args = _restore(saved, ctx.saved_tensors, saved.backward_blobs)
         defs = saved.defs if not saved.tensor_arg_names else _gradient_defs(s.name, saved.given, args)
@@ -536,8 +536,9 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
 
     def jvp(ctx: Any, *tangents: torch.Tensor | None) -> Any:
         saved: _Saved = ctx.pairloss
-        if not has_gradient:
+        if not registry.has_gradient(s.name):
             raise _no_gradient(s.name, "Forward-mode AD")
+        _refuse_forward_over_forward(s.name)
         values, args = _restore(saved, ctx.saved_tensors, saved.forward_blobs)
         defs = saved.defs if not saved.tensor_arg_names else _gradient_defs(s.name, saved.given, args)
         out_tangents = _double_vjp(s.name, defs, values, list(tangents[: saved.given]), n_outputs)
@@ -577,16 +578,25 @@ def _double_vjp(name: str, defs: Sequence[OperatorDef], values: dict[str, torch.
         for j, blob in enumerate(d.inputs):
             ws[_in_blob(j)] = torch.zeros_like(values[_out_blob(go[blob])]) if blob in go else values[blob]
         dd = _gradient_defs(d.type, len(d.inputs), dict(d.args))
-        own_outputs = {_out_blob(j) for j in range(len(d.outputs))}
-        if own_outputs & {b for e in dd for b in e.inputs}:
-            # the second-order ops read the gradient op's own outputs: compute them (at u = 0)
-            results = call_op(d.type, [ws[_in_blob(j)] for j in range(len(d.inputs))], d.args)
-            ws.update({_out_blob(j): value for j, value in enumerate(results)})
+        own: list[torch.Tensor] = []
+
+        def _own_output(j: int, d: OperatorDef = d, ws: dict[str, torch.Tensor] = ws,
+                        own: list[torch.Tensor] = own) -> torch.Tensor:
+            # the gradient op's own outputs (at u = 0), computed once, only if something needs them
+            if not own:
+                own.extend(call_op(d.type, [ws[_in_blob(i)] for i in range(len(d.inputs))], d.args))
+            return own[j]
+
+        if {_out_blob(j) for j in range(len(d.outputs))} & {b for e in dd for b in e.inputs}:
+            ws.update({_out_blob(j): _own_output(j) for j in range(len(d.outputs))})
         for j, blob in enumerate(d.outputs):
             k = gi.get(blob)
-            if k is not None:
-                t = tangents[k]
-                ws[registry.grad_name(_out_blob(j))] = t if t is not None else torch.zeros_like(values[_in_blob(k)])
+            t = tangents[k] if k is not None else None
+            if t is None:
+                # no tangent on that input, or an output that is not a gradient of the op at all (a
+                # scratch blob): its incoming gradient in <J^T u, t> is zero
+                t = torch.zeros_like(values[_in_blob(k)] if k is not None else _own_output(j))
+            ws[registry.grad_name(_out_blob(j))] = t
         _run_defs(dd, ws)
         for j, k in reads_go:
             contribution = ws.get(registry.grad_name(_in_blob(j)))
@@ -621,6 +631,19 @@ def _apply(function: type[torch.autograd.Function], *args: Any) -> Any:
         return apply(*args)
     with enable_single_level_autograd_function():
         return apply(*args)
+
+
+def _refuse_forward_over_forward(name: str) -> None:
+    """torch runs an autograd.Function's jvp with forward mode off, so a jvp nested in another torch.func
+    jvp (jacfwd of jacfwd) would lose the outer tangent and give zeros; raise instead."""
+    if not torch._C._are_functorch_transforms_active():
+        return
+    levels = torch._C._functorch.get_interpreter_stack() or []
+    if sum(1 for i in levels if i.key() == torch._C._functorch.TransformType.Jvp) > 1:
+        msg = (f"forward mode over forward mode (e.g. jacfwd(jacfwd(f))) through pairloss operator {name} is not "
+               f"supported: torch evaluates a custom jvp with forward mode off. Use jacfwd(jacrev(f)) "
+               f"(torch.func.hessian) or jacrev(jacrev(f)) instead")
+        raise NotImplementedError(msg)
 
 
 def _autograd_kernel(overload: torch._ops.OpOverload, function: type[torch.autograd.Function]
