@@ -182,6 +182,16 @@ def _check_non_negative(labels: Tensor, valid: Tensor | None, pad_value: float |
         raise ValueError(msg)
 
 
+def _session_ids(lengths: Tensor, n: int) -> Tensor:
+    """The session of every item: how many sessions end at or before it (empty sessions skipped).
+
+    ``repeat_interleave(arange(S), lengths)`` with static shapes, in ops the ONNX exporter translates.
+    """
+    ends = torch.cumsum(lengths, 0).clamp_max(n)
+    marks = torch.zeros(n + 1, dtype=torch.int64, device=lengths.device).scatter_add(0, ends, torch.ones_like(ends))
+    return torch.cumsum(marks, 0)[:n]
+
+
 def _valid_first(scores: Tensor, labels: Tensor, lengths: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Reorder each session to its valid items then its padding; sessions (valid_s, padding_s) alternate.
 
@@ -191,7 +201,7 @@ def _valid_first(scores: Tensor, labels: Tensor, lengths: Tensor, valid: Tensor)
     n = scores.shape[0]
     device = scores.device
     lens = lengths.to(torch.int64)
-    ids = torch.repeat_interleave(torch.arange(lens.shape[0], device=device), lens, output_size=n)
+    ids = _session_ids(lens, n)
     v = valid.to(torch.int64)
     zero = torch.zeros(1, dtype=torch.int64, device=device)
     valid_before = torch.cat([zero, torch.cumsum(v, 0)])  # valid items before each position, (N + 1,)
@@ -213,8 +223,7 @@ def _sessions_with_pairs(labels: Tensor, lengths: Tensor) -> Tensor:
     n_sessions = lengths.shape[0]
     device = labels.device
     flat = labels.reshape(-1)
-    ids = torch.repeat_interleave(torch.arange(n_sessions, device=device), lengths.to(torch.int64),
-                                  output_size=flat.shape[0])
+    ids = _session_ids(lengths.to(torch.int64), flat.shape[0])
     if flat.is_floating_point():
         lab = flat.to(torch.float64)
         lo_fill, hi_fill = math.inf, -math.inf
