@@ -319,6 +319,9 @@ def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: 
     dtype = torch.promote_types(x1.dtype, x2.dtype)
     if y.is_floating_point():
         dtype = torch.promote_types(dtype, y.dtype)
+    if y.dtype == torch.float16:
+        # +-1 is exact in float32; the CPU kernel cannot read float16 labels (ops-layer request filed)
+        y = y.float()
     m_t = scalar_tensor(m)
     if m_t is None:
         loss = _MARGIN_RANKING(x1.to(dtype), x2.to(dtype), y, margin=m)
