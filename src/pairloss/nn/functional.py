@@ -143,7 +143,15 @@ def _sessions(scores: object, labels: object, lengths: object, mask: object, pad
                 msg = f"lengths must be 1-D (one size per session); got shape {tuple(lens.shape)}"
                 raise ValueError(msg)
             # the sum and the signs are checked by the kernel: reading values here would force a device
-            # sync and break torch.compile(fullgraph=True)
+            # sync and break torch.compile(fullgraph=True). On the CPU (no sync) each size is bounded
+            # first, so no sum can wrap around int64 on its way to a kernel
+            if lens.device.type == "cpu" and value_checks_possible(lens) and lens.numel():
+                out_of_range = (lens < 0) | (lens > n)
+                if bool(out_of_range.any()):
+                    index = int(torch.nonzero(out_of_range)[0, 0])
+                    msg = (f"lengths must be non-negative and at most N={n} (the number of scores); got "
+                           f"{int(lens[index])} at index {index}")
+                    raise ValueError(msg)
         check_same_device(scores=s, labels=lab, lengths=lens, mask=m)
         flat_s, flat_lab = s, lab
         flat_m = None if m is None else m.reshape(-1)
