@@ -44,6 +44,7 @@ class MarginRankingLoss(nn.Module):
     * ``target`` must hold only -1 and +1 (torch accepts any value); it receives no gradient;
     * ``target`` must not require grad (torch differentiates it; pairloss says so instead of returning
       no gradient);
+    * at a NaN distance the gradient passes (Caffe2's rule), where torch's ``clamp_min`` gives 0;
     * no legacy ``size_average``/``reduce`` arguments; a bad ``reduction`` raises at construction.
 
     Forward-mode AD, double backward and ``torch.func.vmap`` work as for torch's loss (the Hessian is 0
