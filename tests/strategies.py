@@ -69,6 +69,8 @@ OP_INPUTS: dict[str, tuple[st.SearchStrategy, Callable[[Any], tuple[list[np.ndar
     "MarginRankingCriterion": (pairs(), _mrc),
     "PairWiseLoss": (sessions(), _pairwise),
     "PairWiseHingeLoss": (sessions(), lambda c: ([c["scores"], c["labels"], c["lengths"]], {"margin": 1.0})),
+    "LambdaRankLoss": (sessions(), lambda c: ([c["scores"], c["labels"], c["lengths"]],
+                                              {"sigma": 1.5, "topn": 3, "gain": "exp2"})),
     "Negative": (tensors(), _unary),
     "NegateGradient": (tensors(), _unary),
 }

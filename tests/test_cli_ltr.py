@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from pathlib import Path
@@ -13,14 +12,13 @@ import torch
 from sklearn.datasets import dump_svmlight_file
 from typer.testing import CliRunner
 
+import pairloss.ltr.api as ltr_api
 from pairloss.cli import app, train_command
-from pairloss.ltr import RankingDataset, load_model, make_toy_dataset
+from pairloss.ltr import RankingDataset, TrainConfig, load_model, make_toy_dataset
 from pairloss.ltr.api import REPORT_METRICS
 from pairloss.ltr.metrics import evaluate
-from pairloss.ltr.train import TrainConfig
 
 runner = CliRunner()
-ltr_train = importlib.import_module("pairloss.ltr.train")  # the module (pairloss.ltr.train is also a function)
 QUICK = ["--epochs", "2", "--no-progress"]
 
 
@@ -167,7 +165,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch
     straight = runner.invoke(app, [*args, "--out", str(tmp_path / "straight")])
     assert straight.exit_code == 0, straight.output
 
-    real_train = ltr_train.train
+    real_train = ltr_api.train
 
     def interrupted_train(*a, **kw):
         def stop(epoch: int, record: dict) -> None:
@@ -177,15 +175,15 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch
         return real_train(*a, **{**kw, "on_epoch_end": stop})
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(ltr_train, "train", interrupted_train)
+    monkeypatch.setattr(ltr_api, "train", interrupted_train)
     crashed = runner.invoke(app, args)  # default out dir runs/<timestamp>
     assert crashed.exit_code == 130, crashed.output
-    assert "interrupted" in crashed.output and "--resume" in crashed.output
+    assert "interrupted" in crashed.output and "up to epoch 2" in crashed.output and "--resume" in crashed.output
     (run,) = (tmp_path / "runs").iterdir()
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
-    monkeypatch.setattr(ltr_train, "train", real_train)
+    monkeypatch.setattr(ltr_api, "train", real_train)
 
-    resumed = runner.invoke(app, [*args, "--resume"])  # no --out: the latest run
+    resumed = runner.invoke(app, ["train", "--resume", "--no-progress"])  # no --out: the latest run
     assert resumed.exit_code == 0, resumed.output
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((run / "metrics.json").read_text())
@@ -197,8 +195,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch
     for key, value in last_a.items():
         assert torch.equal(last_b[key], value), key
 
-    changed = runner.invoke(app, [*args, "--resume", "--lr", "0.5"])
-    assert_one_line_error(changed, "cannot resume from", "lr: 0.01 -> 0.5")
+    changed = runner.invoke(app, ["train", "--resume", "--lr", "0.5"])
+    assert_one_line_error(changed, "--lr cannot be given with --resume")
 
 
 def test_resume_without_any_run_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
@@ -218,7 +216,7 @@ def test_bad_training_input_exits_with_one_line(tmp_path: Path, toy_files) -> No
         path = tmp_path / name
         if text is None:
             path.write_text("1 0:0.5\n0 0:0.2\n")
-            Path(f"{path}.query").write_text("3\n")
+            Path(f"{path}.query").write_text("1\n2\n")
         else:
             path.write_text(text)
         assert_one_line_error(invoke("train", *QUICK, "--data", path), *fragments)
@@ -230,10 +228,10 @@ def test_bad_training_input_exits_with_one_line(tmp_path: Path, toy_files) -> No
     wide = tmp_path / "wide.txt"
     wide.write_text("1 qid:1 0:0.5 40:1\n0 qid:1 0:0.2\n")
     assert_one_line_error(invoke("train", *QUICK, "--data", toy_files["train"], "--test", wide),
-                          "wide.txt", "41 feature columns", "n_features=16")
+                          "--test", "wide.txt has 41 feature columns", "has 16")
 
-    assert_one_line_error(invoke("train", *QUICK, "--lr", "0"), "lr must be > 0")
-    assert_one_line_error(invoke("train", *QUICK, "--eval-metric", "auc"), "unknown metric 'auc'")
+    assert_one_line_error(invoke("train", *QUICK, "--lr", "0"), "--lr must be > 0")
+    assert_one_line_error(invoke("train", *QUICK, "--eval-metric", "auc"), "--eval-metric", "unknown metric 'auc'")
     usage = invoke("train", *QUICK, "--hidden", "8,x")
     assert usage.exit_code == 2 and "--hidden" in usage.output
     assert invoke("train", "--loss", "listnet").exit_code == 2
@@ -248,21 +246,14 @@ def test_bad_evaluate_and_predict_input(trained_run, tmp_path: Path, toy_files) 
     not_a_model = tmp_path / "model.pt"
     not_a_model.write_text("hello")
     assert_one_line_error(invoke("evaluate", not_a_model, "--data", toy_files["test"]),
-                          "model.pt is not a checkpoint written by pairloss.ltr.train")
+                          "MODEL", "model.pt is not a checkpoint written by pairloss")
     assert_one_line_error(invoke("evaluate", out, "--data", toy_files["test"], "--metric", "p@5"),
                           "unknown metric 'p@5'")
     wide = tmp_path / "wide.txt"
     wide.write_text("1 qid:1 0:0.5 99:1\n")
-    assert_one_line_error(invoke("predict", out, "--data", wide), "wide.txt", "100 feature columns")
+    assert_one_line_error(invoke("predict", out, "--data", wide), "--data", "wide.txt has 100 feature columns",
+                          "the model takes 16")
     assert invoke("evaluate", out).exit_code == 2  # --data is required
-
-
-def test_distributed_flag_outside_torchrun_trains_in_one_process(tmp_path: Path, monkeypatch) -> None:
-    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    result = invoke("train", *QUICK, "--distributed", "--out", tmp_path / "d")
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["world_size"] == 1
 
 
 def test_cli_defaults_are_the_library_defaults() -> None:
@@ -288,3 +279,73 @@ def test_train_on_cuda_matches_cpu(tmp_path: Path) -> None:
         runs[dev] = json.loads((out / "metrics.json").read_text())
     assert runs["cuda"]["history"][-1]["train_loss"] == pytest.approx(runs["cpu"]["history"][-1]["train_loss"],
                                                                      rel=1e-3)
+
+
+def test_predict_and_onnxruntime_agree_on_the_same_one_based_letor_file(toy, tmp_path: Path) -> None:
+    # Issue 9: the exported scorer took column j = feature index j while scikit-learn's default
+    # (zero_based="auto") shifts a one-based file by one column: scores off by up to 4.7, no error. The
+    # layout is now in the model's metadata and the README, and feeding it that way matches `predict`.
+    import onnx
+    import onnxruntime as ort
+    from sklearn.datasets import load_svmlight_file
+
+    train, _, test = toy
+    paths = {}
+    for name, part in (("train", train), ("test", test)):
+        paths[name] = tmp_path / f"{name}.letor"
+        dump_svmlight_file(part.features, part.labels, str(paths[name]), zero_based=False, query_id=part.qids)
+    out = tmp_path / "run"
+    assert invoke("train", *QUICK, "--data", paths["train"], "--valid-fraction", "0", "--out", out).exit_code == 0
+    assert invoke("export", out, "--out", tmp_path / "m.onnx").exit_code == 0
+    assert invoke("predict", out, "--data", paths["test"], "--out", tmp_path / "s.txt").exit_code == 0
+    predicted = np.loadtxt(tmp_path / "s.txt")
+
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    width = int(meta["pairloss.n_features"])
+    assert width == train.n_features + 1  # one-based: column 0 unused
+    assert "column j = feature index j" in meta["pairloss.input_layout"]
+    read_with = f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={width})"
+    assert meta["pairloss.read_with"] == read_with
+    features, _ = load_svmlight_file(str(paths["test"]), zero_based=True, n_features=width)  # as the README says
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_scores,) = session.run(None, {"features": features.toarray().astype(np.float32)})
+    np.testing.assert_allclose(onnx_scores, predicted, rtol=1e-5, atol=1e-6)
+
+
+def _letor_text(n_rows: int = 200, *, label=lambda i: i % 3, extra: str = "") -> str:
+    return "".join(f"{label(i)} qid:{i // 10} 0:{(i * 7) % 11 / 10} 1:{(i * 3) % 7 / 5}{extra if i == 7 else ''}\n"
+                   for i in range(n_rows))
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "fragments"),
+    [
+        ("cut.txt.gz", lambda: __import__("gzip").compress(_letor_text(2000).encode())[:3000],
+         ["--data", "cut.txt.gz", "truncated or damaged"]),
+        ("huge.txt", lambda: _letor_text(20, extra=" 1000000000:1").encode(),
+         ["--data", "huge.txt, line 8", "74.5 GiB", "limit of 4 GiB"]),
+        ("nan.txt", lambda: _letor_text(label=lambda i: "nan" if i == 3 else i % 3).encode(),
+         ["--data", "nan.txt, line 4", "NaN or infinite"]),
+        ("big_labels.txt", lambda: _letor_text(label=lambda i: 1500 * (i % 2)).encode(),
+         ["exp2 gain", "--gain linear"]),
+    ],
+    ids=["truncated-gz", "huge-index", "nan-label", "labels-over-1024"],
+)
+def test_hostile_data_files_are_one_line_errors(tmp_path: Path, name: str, make, fragments: list[str]) -> None:
+    path = tmp_path / name
+    path.write_bytes(make())
+    result = invoke("train", *QUICK, "--data", path, "--out", tmp_path / "run")
+    assert_one_line_error(result, *fragments)
+    assert "Aborted" not in result.output
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, b"PK\x03\x04truncated"], ids=["empty", "zeros", "cut-zip"])
+def test_unreadable_checkpoints_are_one_line_errors_everywhere(trained_run, toy_files, tmp_path: Path,
+                                                               content: bytes) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    for args in (["evaluate", bad, "--data", toy_files["test"]], ["predict", bad, "--data", toy_files["test"]],
+                 ["export", bad, "--out", tmp_path / "m.onnx"]):
+        result = invoke(*args)
+        assert_one_line_error(result, "MODEL", "bad.pt")
+        assert "Aborted" not in result.output

@@ -7,6 +7,7 @@ schemas, kernels and gradient definitions; :mod:`pairloss.nn` is the PyTorch fro
 from __future__ import annotations
 
 from pairloss import registry
+from pairloss.ops.lambdarank import lambdarank_loss, lambdarank_loss_gradient
 from pairloss.ops.margin_ranking import margin_ranking_criterion, margin_ranking_criterion_gradient
 from pairloss.ops.negative import negate_gradient, negative
 from pairloss.ops.pairwise_hinge import pairwise_hinge_loss, pairwise_hinge_loss_gradient
@@ -16,6 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "lambdarank_loss",
+    "lambdarank_loss_gradient",
     "margin_ranking_criterion",
     "margin_ranking_criterion_gradient",
     "negate_gradient",

@@ -11,7 +11,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["HAS_TRITON", "cuda_available", "float64_bits", "serial_twin", "tl", "triton"]
+__all__ = ["HAS_TRITON", "cuda_available", "float64_bits", "parallel_allowed", "serial_twin", "tl", "triton"]
 
 triton: Any = None
 tl: Any = None
@@ -45,6 +45,11 @@ def float64_bits(value: float) -> int:
     return int(np.array(value, np.float64).view(np.int64))
 
 
+def parallel_allowed(worthwhile: bool) -> bool:
+    """Whether a kernel may launch its parallel version now (see the thread policy above)."""
+    return worthwhile
+
+
 def serial_twin(kernel: Any) -> Any:
     """The same Numba kernel compiled without ``parallel=True`` (``prange`` runs as ``range``).
 
@@ -56,4 +61,5 @@ def serial_twin(kernel: Any) -> Any:
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_serial"
     twin.__module__ = fn.__module__
-    return numba.njit(cache=True, nogil=True)(twin)
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
+    return numba.njit(**options)(twin)

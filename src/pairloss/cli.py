@@ -1,6 +1,7 @@
 """The ``pairloss`` command line: thin commands that each call one library function.
 
-Heavy imports (torch) happen inside the command bodies, so ``pairloss --help`` stays fast.
+``python -m pairloss`` runs it too, and ``torchrun ... -m pairloss train`` trains data-parallel. Every
+error it can hit is one line, ``error: <flag or file>: <cause>``, and exit code 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from pairloss.ltr.api import (
+    KEEP,
+    REPORT_METRICS,
+    InputError,
+    TrainingInterrupted,
+    TrainReport,
+    evaluate_model,
+    export_model,
+    predict_file,
+    resume_training,
+    run_training,
+)
+from pairloss.ltr.config import GAINS, LOSSES, MODEL_NAMES, OPTIMIZERS, RESUMABLE_FIELDS, TrainConfig
 
 __all__ = ["app", "main"]
 
@@ -85,10 +100,36 @@ def ops_command(
 
 
 # --------------------------------------------------------------------------------------------------
-# Learning to rank: train / evaluate / predict (logic in pairloss.ltr.api; torch imported lazily)
+# Learning to rank: train / evaluate / predict / export (each calls one function of pairloss.ltr.api)
 
-_LossName = Literal["pairwise", "hinge", "margin"]
-_USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError, RuntimeError)
+_DEFAULTS = TrainConfig()
+_LOSS_NAMES = {spec.short_name: name for name, spec in LOSSES.items()}
+_LossName = Literal[*_LOSS_NAMES]  # type: ignore[valid-type]
+_Optimizer = Literal[*OPTIMIZERS]  # type: ignore[valid-type]
+_Gain = Literal[*GAINS]  # type: ignore[valid-type]
+_Model = Literal[*MODEL_NAMES]  # type: ignore[valid-type]
+# What an input of pairloss.ltr.api is called on the command line.
+_INPUT_FLAGS = {"model": "MODEL", "valid_fraction": "--valid-fraction"}
+# TrainConfig fields whose flag is not the field name with dashes.
+_FIELD_FLAGS = {"sessions_per_batch": "--batch-size"}
+# `train --resume` continues the stored run; of the flags that change it, only these may be given.
+_RESUME_FLAGS = {"out", "resume", "progress", *RESUMABLE_FIELDS}
+_USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError, RuntimeError, EOFError)
+
+
+def _option(name: str) -> str:
+    """The flag of a ``train`` parameter or TrainConfig field."""
+    return _FIELD_FLAGS.get(name) or "--" + name.replace("_", "-")
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, InputError):
+        return f"{_INPUT_FLAGS.get(exc.source) or _option(exc.source)}: {message}"
+    field = message.split(" ", 1)[0].rstrip(":")
+    if field in TrainConfig.__dataclass_fields__:  # "lr must be > 0": the field is the flag's name
+        return _option(field) + message[len(field):]
+    return message
 
 
 @contextmanager
@@ -98,9 +139,11 @@ def _user_errors() -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):  # click's exits derive from RuntimeError: let them through
         raise
+    except TrainingInterrupted as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(130) from None
     except _USER_ERRORS as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -126,8 +169,37 @@ def _print_metrics(console: Console, heading: str, values: dict[str, float]) -> 
     console.print(table)
 
 
+def _given(ctx: typer.Context) -> list[str]:
+    """The parameters the user typed (not defaults)."""
+    return [name for name in ctx.params if (src := ctx.get_parameter_source(name)) and src.name == "COMMANDLINE"]
+
+
+def _print_training(report: TrainReport) -> None:
+    result, config, console = report.result, report.config, _console()
+    sources = report.splits.sources
+    best = f"best epoch {result.best_epoch}/{result.epochs_run}"
+    if result.best_metric is not None:
+        best += f" ({config.eval_metric} {result.best_metric:.4f} on validation)"
+    ranks = f" on {report.world_size} processes" if report.world_size > 1 else ""
+    resumed = f", resumed from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch is not None else ""
+    console.print(f"Trained {config.model} / {config.loss}{ranks} on {sources['train']}: {best}{resumed}",
+                  highlight=False)
+    console.print(f"Run directory: {report.out_dir} (best.pt, checkpoint.pt, metrics.json, curves.png)",
+                  highlight=False)
+    if report.eval_split is None:
+        console.print("No test or validation data: no metrics to report (pass --test).")
+        return
+    part = report.splits.test if report.eval_split == "test" else report.splits.valid
+    assert part is not None
+    what = "Test" if report.eval_split == "test" else "Validation (no --test given)"
+    title = (f"{what} metrics on {sources[report.eval_split]}, {part.n_sessions} sessions "
+             f"({config.gain} gain{', all-equal sessions excluded' if config.exclude_all_equal else ''})")
+    _print_metrics(console, title, report.eval_metrics)
+
+
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     data: Annotated[Path | None, typer.Option(
         "--data", help="Training data: SVMlight/LETOR file (qid: on each line), LightGBM file with "
         "<file>.query beside it, or LETOR Fold directory. Default: built-in synthetic data.")] = None,
@@ -139,90 +211,84 @@ def train_command(
         "and keeps the last epoch.")] = 0.1,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Run directory. Default: runs/<timestamp> (with --resume: the latest run).")] = None,
-    model: Annotated[Literal["linear", "mlp"], typer.Option("--model", help="Scorer.")] = "linear",
-    hidden: Annotated[str, typer.Option("--hidden", help="MLP hidden layer widths.")] = "64,32",
-    dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=0.99, help="MLP dropout.")] = 0.0,
-    loss: Annotated[_LossName, typer.Option(
-        "--loss", help="pairwise (logistic/RankNet), hinge, or margin (sampled-pair margin ranking).")] = "pairwise",
-    optimizer: Annotated[Literal["adam", "sgd"], typer.Option("--optimizer")] = "adam",
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = 0.01,
-    momentum: Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.")] = 0.0,
-    margin: Annotated[float, typer.Option("--margin", help="Margin of the hinge and margin losses.")] = 1.0,
-    l1: Annotated[float, typer.Option("--l1", min=0.0, help="L1 penalty on weights.")] = 0.0,
-    l2: Annotated[float, typer.Option("--l2", min=0.0, help="L2 penalty on weights.")] = 0.0,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sessions per batch.")] = 32,
+    model: Annotated[_Model, typer.Option("--model", help="Scorer.")] = _DEFAULTS.model,
+    hidden: Annotated[str, typer.Option("--hidden", help="MLP hidden layer widths.")] = ",".join(
+        map(str, _DEFAULTS.hidden)),
+    dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=0.99, help="MLP dropout.")] = _DEFAULTS.dropout,
+    loss: Annotated[_LossName, typer.Option("--loss", help="; ".join(
+        f"{s.short_name}: {s.summary}" for s in LOSSES.values()))] = LOSSES[_DEFAULTS.loss].short_name,
+    optimizer: Annotated[_Optimizer, typer.Option("--optimizer")] = _DEFAULTS.optimizer,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = _DEFAULTS.lr,
+    momentum: Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.")] = _DEFAULTS.momentum,
+    margin: Annotated[float, typer.Option("--margin", help="Margin of the hinge and margin losses.")
+                      ] = _DEFAULTS.margin,
+    l1: Annotated[float, typer.Option("--l1", min=0.0, help="L1 penalty on weights.")] = _DEFAULTS.l1,
+    l2: Annotated[float, typer.Option("--l2", min=0.0, help="L2 penalty on weights.")] = _DEFAULTS.l2,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs (with --resume: the new total).")
+                      ] = _DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sessions per batch.")
+                          ] = _DEFAULTS.sessions_per_batch,
     patience: Annotated[int, typer.Option(
-        "--patience", min=0, help="Stop after this many epochs without improvement; 0: never.")] = 5,
-    eval_metric: Annotated[str, typer.Option("--eval-metric", help="Validation metric to maximise.")] = "ndcg@10",
-    gain: Annotated[Literal["exp2", "linear"], typer.Option(
-        "--gain", help="NDCG gain: exp2 (2^label - 1) or linear (label).")] = "exp2",
+        "--patience", min=0, help="Stop after this many epochs without improvement; 0: never.")
+    ] = _DEFAULTS.patience or 0,
+    eval_metric: Annotated[str, typer.Option("--eval-metric", help="Validation metric to maximise.")
+                           ] = _DEFAULTS.eval_metric,
+    gain: Annotated[_Gain, typer.Option("--gain", help="NDCG gain: exp2 (2^label - 1) or linear (label).")
+                    ] = _DEFAULTS.gain,
     standardize: Annotated[bool, typer.Option(
-        "--standardize/--no-standardize", help="Standardise features with training statistics.")] = True,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-    device: Annotated[Literal["cpu", "cuda"], typer.Option("--device")] = "cpu",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+        "--standardize/--no-standardize", help="Standardise features with training statistics.")
+    ] = _DEFAULTS.standardize,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = _DEFAULTS.seed,
+    device: Annotated[Literal["cpu", "cuda"], typer.Option("--device")] = _DEFAULTS.device,  # type: ignore[assignment]
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --out with its stored options and data; only --epochs and "
+        "--patience may be given with it.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-    distributed: Annotated[bool, typer.Option(
-        "--distributed", help="Data-parallel over the processes of torchrun (gloo on CPU, NCCL on CUDA).")] = False,
 ) -> None:
     """Train a ranking model with a pairwise loss and print test NDCG@1/3/5/10, MAP and MRR.
 
-    With no options it trains on the built-in synthetic data in a few seconds.
+    With no options it trains on the built-in synthetic data in a few seconds. Under torchrun it trains
+    data-parallel (gloo on CPU, NCCL on CUDA), rank 0 writing the run directory.
 
-    $ pairloss train --data rank.train --test rank.test --model mlp --lr 0.001 --epochs 10
+    $ pairloss train --data rank.train --test rank.test --model mlp --epochs 2 --out runs/demo
 
-    $ torchrun --nproc-per-node 2 -m pairloss.ltr.distributed --epochs 3
+    $ pairloss train --resume --out runs/demo --epochs 3
+
+    $ torchrun --standalone --nproc-per-node 2 -m pairloss train --data rank.train --epochs 2 --out runs/ddp
     """
     config_hidden = _parse_hidden(hidden)
     with _user_errors():
-        from pairloss.ltr.api import LOSS_ALIASES, run_training
-        from pairloss.ltr.train import TrainConfig
-
-        config = TrainConfig(
-            loss=LOSS_ALIASES[loss], model=model, hidden=config_hidden, dropout=dropout, optimizer=optimizer,
-            lr=lr, momentum=momentum, margin=margin, l1=l1, l2=l2, epochs=epochs, sessions_per_batch=batch_size,
-            patience=patience or None, eval_metric=eval_metric, gain=gain, standardize=standardize, seed=seed,
-            device=device,
-        )
-        try:
-            report = run_training(
-                config, data, valid, test, out_dir=out, valid_fraction=valid_fraction, resume=resume,
-                progress=progress, distributed=distributed,
+        if resume:
+            fixed = [name for name in _given(ctx) if name not in _RESUME_FLAGS]
+            if fixed:
+                raise ValueError(f"{_option(fixed[0])} cannot be given with --resume: the run continues with the "
+                                 "options and data it was started with (only --epochs and --patience may change)")
+            given = _given(ctx)
+            report = resume_training(
+                out, epochs=epochs if "epochs" in given else None,
+                patience=(patience or None) if "patience" in given else KEEP, progress=progress,
             )
-        except KeyboardInterrupt:
-            typer.echo("interrupted: the last finished epoch is in the run directory's checkpoint.pt; "
-                       "continue with the same options plus --resume (and --out RUN_DIR)", err=True)
-            raise typer.Exit(130) from None
-    if not report.is_main:
-        return
-    result, console = report.result, _console()
-    sources = report.splits.sources
-    best = f"best epoch {result.best_epoch}/{result.epochs_run}"
-    if result.best_metric is not None:
-        best += f" ({config.eval_metric} {result.best_metric:.4f} on validation)"
-    ranks = f" on {report.world_size} processes" if report.world_size > 1 else ""
-    console.print(f"Trained {config.model} / {config.loss}{ranks} on {sources['train']}: {best}", highlight=False)
-    console.print(f"Run directory: {report.out_dir} (best.pt, checkpoint.pt, metrics.json, curves.png)",
-                  highlight=False)
-    if report.eval_split is None:
-        console.print("No test or validation data: no metrics to report (pass --test).")
-        return
-    part = report.splits.test if report.eval_split == "test" else report.splits.valid
-    what = "Test" if report.eval_split == "test" else "Validation (no --test given)"
-    title = (f"{what} metrics on {sources[report.eval_split]}, {part.n_sessions} sessions "
-             f"({config.gain} gain{', all-equal sessions excluded' if config.exclude_all_equal else ''})")
-    _print_metrics(console, title, report.eval_metrics)
+        else:
+            config = TrainConfig(
+                loss=_LOSS_NAMES[loss], model=model, hidden=config_hidden, dropout=dropout, optimizer=optimizer,
+                lr=lr, momentum=momentum, margin=margin, l1=l1, l2=l2, epochs=epochs, sessions_per_batch=batch_size,
+                patience=patience or None, eval_metric=eval_metric, gain=gain, standardize=standardize, seed=seed,
+                device=device,
+            )
+            report = run_training(config, data, valid, test, out_dir=out, valid_fraction=valid_fraction,
+                                  progress=progress)
+    if report.is_main:
+        _print_training(report)
 
 
 @app.command("evaluate")
 def evaluate_command(
-    model: Annotated[Path, typer.Argument(help="best.pt / checkpoint.pt, or a run directory (its best.pt).")],
+    model: Annotated[Path, typer.Argument(help="A run directory (its best.pt, else checkpoint.pt), or a .pt file.")],
     data: Annotated[Path, typer.Option("--data", help="Data file (SVMlight/LETOR, or LightGBM with .query).")],
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", help="Metric (repeatable): ndcg, ndcg@k, map, map@k, mrr, mrr@k, pairwise_accuracy. "
         "Default: ndcg@1/3/5/10, map, mrr.")] = None,
-    gain: Annotated[Literal["exp2", "linear"], typer.Option("--gain", help="NDCG gain.")] = "exp2",
+    gain: Annotated[_Gain, typer.Option("--gain", help="NDCG gain.")] = _DEFAULTS.gain,
     exclude_all_equal: Annotated[bool, typer.Option(
         "--exclude-all-equal/--include-all-equal", help="Leave out sessions whose labels are all equal.")] = True,
     no_relevant: Annotated[Literal["skip", "zero", "one"], typer.Option(
@@ -233,11 +299,9 @@ def evaluate_command(
 ) -> None:
     """Compute ranking metrics of a trained model on a data file.
 
-    $ pairloss evaluate runs/latest/best.pt --data rank.test --metric ndcg@10 --metric map --json eval.json
+    $ pairloss evaluate runs/demo --data rank.test --metric ndcg@10 --metric map --json eval.json
     """
     with _user_errors():
-        from pairloss.ltr.api import REPORT_METRICS, evaluate_model
-
         report = evaluate_model(
             model, data, metric or REPORT_METRICS, gain=gain, exclude_all_equal=exclude_all_equal,
             no_relevant=no_relevant, ties=ties, json_path=json_out,
@@ -248,17 +312,15 @@ def evaluate_command(
 
 @app.command("predict")
 def predict_command(
-    model: Annotated[Path, typer.Argument(help="best.pt / checkpoint.pt, or a run directory (its best.pt).")],
+    model: Annotated[Path, typer.Argument(help="A run directory (its best.pt, else checkpoint.pt), or a .pt file.")],
     data: Annotated[Path, typer.Option("--data", help="Data file (SVMlight/LETOR, or LightGBM with .query).")],
     out: Annotated[Path | None, typer.Option("--out", help="Score file (one per line). Default: stdout.")] = None,
 ) -> None:
     """Write one score per item of a data file (in file order) with a trained model.
 
-    $ pairloss predict runs/latest/best.pt --data rank.test --out scores.txt
+    $ pairloss predict runs/demo --data rank.test --out scores.txt
     """
     with _user_errors():
-        from pairloss.ltr.api import predict_file
-
         scores = predict_file(model, data, out)
     if out is None:
         typer.echo("\n".join(f"{s:.9g}" for s in scores.tolist()))
@@ -268,7 +330,7 @@ def predict_command(
 
 @app.command("export")
 def export_command(
-    model: Annotated[Path, typer.Argument(help="best.pt / checkpoint.pt, or a run directory (its best.pt).")],
+    model: Annotated[Path, typer.Argument(help="A run directory (its best.pt, else checkpoint.pt), or a .pt file.")],
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")] = Path("model.onnx"),
     opset: Annotated[int | None, typer.Option("--opset", min=18, help="ONNX opset (default: the exporter's).")] = None,
     verify: Annotated[bool, typer.Option(
@@ -276,15 +338,13 @@ def export_command(
 ) -> None:
     """Export a trained scorer to ONNX: input features (N, F) float32, output scores (N,), for any N.
 
-    $ pairloss export runs/latest/best.pt --out model.onnx
+    Column j of the input is feature index j of the data file, as pairloss reads it (the model's metadata
+    says so; see the README).
+
+    $ pairloss export runs/demo --out scorer.onnx
     """
     with _user_errors():
-        from pairloss.ltr.api import resolve_model_path
-        from pairloss.ltr.train import load_model
-        from pairloss.onnx import export_scorer
-
-        scorer = load_model(resolve_model_path(model))
-        export_scorer(scorer, out, opset_version=opset, verify=verify)
+        scorer = export_model(model, out, opset=opset, verify=verify)
     checked = ", matches PyTorch in ONNX Runtime" if verify else ""
     typer.echo(f"wrote {out}: features (N, {scorer.n_features}) float32 -> scores (N,){checked}")
 
@@ -317,9 +377,9 @@ def bench_command(
     console.print(table)
 
 
-def main() -> None:
-    """Entry point of the ``pairloss`` script."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pairloss`` script; ``argv`` defaults to ``sys.argv[1:]``."""
+    app(args=argv, prog_name="pairloss")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ __all__ = [
     "export",
     "export_scorer",
     "install_exporter_hook",
+    "lambdarank_loss_decomposition",
     "margin_ranking_criterion_decomposition",
     "onnx_builder",
     "pairwise_hinge_loss_decomposition",
@@ -172,6 +173,60 @@ def pairwise_hinge_loss_decomposition(op: Any, x: Any, label: Any, lengths: Any 
                                       margin: float = 1.0) -> Any:
     """``PairWiseHingeLoss``: per-session mean of max(0, margin - (x_hi - x_lo))."""
     return pairwise_session_mean(op, x, label, lengths, lambda op, z: op.Relu(op.Add(z, _double(op, margin))))
+
+
+def _ranks(op: Any, key: Any, same: Any, positions: Any, *, nan_last: bool) -> Any:
+    """0-based rank of every item within its session by ``key`` descending, ties by position (and NaN
+    keys last, in position order, as the kernels' ``argsort``). ``same``: the (N, N) same-session mask."""
+    ki, kj = op.Unsqueeze(key, [1]), op.Unsqueeze(key, [0])
+    earlier = op.Less(op.Unsqueeze(positions, [0]), op.Unsqueeze(positions, [1]))  # [i, j]: j before i
+    before = op.Or(op.Greater(kj, ki), op.And(op.Equal(kj, ki), earlier))
+    if nan_last:
+        nan_i, nan_j = op.Unsqueeze(op.IsNaN(key), [1]), op.Unsqueeze(op.IsNaN(key), [0])
+        both = op.And(nan_i, nan_j)
+        before = op.Or(op.Or(op.And(nan_i, op.Not(nan_j)), op.And(op.Not(op.Or(nan_i, nan_j)), before)),
+                       op.And(both, earlier))
+    return op.ReduceSum(op.Cast(op.And(same, before), to=_DOUBLE), [1], keepdims=0)
+
+
+def _discount(op: Any, rank: Any, topn: int) -> Any:
+    """1 / log2(2 + rank), 0 from rank ``topn`` on when ``topn > 0``."""
+    value = op.Div(op.Log(_double(op, 2.0)), op.Log(op.Add(rank, _double(op, 2.0))))
+    if topn <= 0:
+        return value
+    return op.Where(op.Less(rank, _double(op, float(topn))), value, _double(op, 0.0))
+
+
+def lambdarank_loss_decomposition(op: Any, x: Any, label: Any, lengths: Any | None = None, *, sigma: Any = 1.0,
+                                  topn: int = 0, gain: str = "exp2") -> Any:
+    """``LambdaRankLoss``: per-session mean of |ΔNDCG| * softplus(sigma (x_lo - x_hi)).
+
+    The kernels' weights, in (N, N) form: ranks by current score (ties by position, NaN last), discounts
+    1/log2(2 + rank) cut at ``topn``, gains 2^label - 1 (or the label), the session's ideal DCG from the
+    ranks by gain, and |G_i - G_j| |D_i - D_j| / IDCG (0 when IDCG is 0).
+    """
+    xd = op.Cast(_flat(op, x), to=_DOUBLE)
+    lab = op.Cast(_flat(op, label), to=_DOUBLE)
+    n = _length_of(op, xd)
+    positions = op.Cast(op.Range(0, n, 1), to=_DOUBLE)
+    if lengths is None:
+        same = op.Expand(op.Constant(value_int=1), op.Concat(op.Unsqueeze(n, [0]), op.Unsqueeze(n, [0]), axis=0))
+        same = op.Cast(same, to=_BOOL)
+    else:
+        ids = _session_ids(op, lengths, n)
+        same = op.Equal(op.Unsqueeze(ids, [1]), op.Unsqueeze(ids, [0]))
+    gains = op.Sub(op.Pow(_double(op, 2.0), lab), _double(op, 1.0)) if gain == "exp2" else lab
+    discount = _discount(op, _ranks(op, xd, same, positions, nan_last=True), topn)
+    ideal = op.Mul(gains, _discount(op, _ranks(op, gains, same, positions, nan_last=False), topn))
+    idcg = op.MatMul(op.Cast(same, to=_DOUBLE), ideal)  # every item: its session's ideal DCG
+    zero = _double(op, 0.0)
+    inv_ideal = op.Where(op.Greater(idcg, zero), op.Div(_double(op, 1.0), op.Max(idcg, _double(op, 1e-300))), zero)
+    weight = op.Mul(op.Mul(op.Abs(op.Sub(op.Unsqueeze(gains, [1]), op.Unsqueeze(gains, [0]))),
+                           op.Abs(op.Sub(op.Unsqueeze(discount, [1]), op.Unsqueeze(discount, [0])))),
+                    op.Unsqueeze(inv_ideal, [1]))
+    scale = _double(op, sigma)
+    return pairwise_session_mean(op, x, label, lengths,
+                                 lambda op, z: op.Mul(weight, softplus(op, op.Mul(scale, z))))
 
 
 def margin_ranking_criterion_decomposition(op: Any, x1: Any, x2: Any, y: Any, *, margin: float = 1.0) -> Any:
@@ -617,8 +672,16 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
                   atol: float = 1e-6) -> Any:
     """Export a ``(N, F) -> (N,)`` scorer (e.g. :mod:`pairloss.ltr.models`) with a dynamic ``N``.
 
-    The graph has one float32 input ``features`` (N, F) and one output ``scores`` (N,). With ``verify``,
-    ONNX Runtime scores a fresh random batch of a size not used for the export and must match PyTorch.
+    The graph has one float32 input ``features`` (N, F) and one output ``scores`` (N,). **Input layout**
+    (also in the model's ``metadata_props``, key ``pairloss.input_layout``): column ``j`` is feature index
+    ``j`` exactly as written in the SVMlight/LETOR/LightGBM data file (zero-based: a file numbered from 1
+    leaves column 0 unused, i.e. 0), absent features are 0, values are raw (a ``pairloss.ltr`` scorer
+    standardises inside the graph). That is what ``pairloss predict`` feeds the model, and what
+    ``sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features=F)`` returns; scikit-learn's
+    default ``zero_based="auto"`` shifts the columns of a file that never uses index 0, so pass it.
+
+    With ``verify``, ONNX Runtime scores a fresh random batch of a size not used for the export and must
+    match PyTorch.
 
     Args:
         scorer: The model; ``n_features`` defaults to its ``n_features`` attribute.
@@ -643,8 +706,15 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
         raise ValueError(msg)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(8, f, generator=generator)
-    program = export(scorer, (example,), path, input_names=["features"], output_names=["scores"],
+    program = export(scorer, (example,), None, input_names=["features"], output_names=["scores"],
                      opset_version=opset_version)
+    program.model.metadata_props.update({
+        "pairloss.input_layout": (f"features: float32 (N, {f}); column j = feature index j as written in the "
+                                  "SVMlight/LETOR/LightGBM file (zero-based; a file numbered from 1 leaves column "
+                                  "0 at 0); absent features 0; raw values (standardised inside the model)"),
+        "pairloss.n_features": str(f),
+        "pairloss.read_with": f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={f})",
+    })
     if verify:
         import numpy as np
         import onnxruntime as ort
@@ -659,4 +729,6 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
             msg = (f"the exported model disagrees with PyTorch on 13 random items: output shape {got.shape} "
                    f"vs {expected.shape}, max abs difference {diff:.3g} (rtol={rtol}, atol={atol})")
             raise ValueError(msg)
+    if path is not None:
+        program.save(os.fspath(path))
     return program

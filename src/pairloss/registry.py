@@ -1,5 +1,9 @@
 r"""The operator registry, in Caffe2's terms.
 
+The op modules (:mod:`pairloss.ops`) register themselves when imported, and importing any part of
+``pairloss`` imports them (``pairloss/__init__.py``), so the registry is full whichever way it is reached,
+without importing the layer above it.
+
 An operator is declared once, by an :class:`OpSchema` (inputs, outputs, arguments with defaults and docs,
 in-place rules, shape inference, ONNX mapping, doc). Kernels are registered per device
 (:func:`register_cpu_operator`, :func:`register_cuda_operator`), and a gradient maker
@@ -424,7 +428,6 @@ def register_gradient(op: OpSchema | str, maker: GradientMaker) -> None:
 
 def schema(name: str) -> OpSchema:
     """The schema of operator ``name``; an unknown name raises a ValueError listing the known ones."""
-    _ensure_loaded()
     try:
         return _SCHEMAS[name]
     except KeyError:
@@ -434,7 +437,6 @@ def schema(name: str) -> OpSchema:
 
 def operators(*, include_gradients: bool = True) -> list[str]:
     """Names of all registered operators, sorted."""
-    _ensure_loaded()
     return sorted(n for n, s in _SCHEMAS.items() if include_gradients or not s.is_gradient_op)
 
 
@@ -665,9 +667,3 @@ class Net:
                 if backward:
                     written_in_backward.add(name)
         return ws
-
-
-def _ensure_loaded() -> None:
-    # The op modules register themselves on import; importing here keeps `registry` usable on its own
-    # without a circular import at module load.
-    import pairloss.ops  # noqa: F401

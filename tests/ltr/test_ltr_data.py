@@ -221,12 +221,14 @@ def test_load_svmlight_parses_sessions_and_features(tmp_path: Path) -> None:
     np.testing.assert_allclose(one_based.features[0], [0.5, 0, 1.5])
 
 
-def test_load_svmlight_pads_and_rejects_feature_counts(tmp_path: Path) -> None:
+def test_load_svmlight_rejects_other_feature_counts_without_padding(tmp_path: Path) -> None:
+    # A narrower file is not zero-padded: a 3-feature file scored by a 301-feature model gave a
+    # plausible NDCG of 0.93 before (issue 9); both widths are named.
     path = write(tmp_path, "a.txt", SVM_TEXT)
-    padded = load_svmlight(path, n_features=7)
-    assert padded.n_features == 7
-    np.testing.assert_array_equal(padded.features[:, 4:], 0)
-    with pytest.raises(ValueError, match=r"a\.txt: the file uses 4 feature columns but n_features=3"):
+    assert load_svmlight(path, n_features=4).n_features == 4
+    with pytest.raises(ValueError, match=r"a\.txt has 4 feature columns \(feature indices 0\.\.3\) but 7 were"):
+        load_svmlight(path, n_features=7)
+    with pytest.raises(ValueError, match=r"a\.txt has 4 feature columns .* but 3 were expected"):
         load_svmlight(path, n_features=3)
 
 
@@ -268,7 +270,7 @@ def test_load_svmlight_missing_qid(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"m\.txt, line 3: missing 'qid:<integer>'"):
         load_svmlight(path)
     none = write(tmp_path, "n.txt", "1 1:1\n0 1:1\n")
-    with pytest.raises(ValueError, match=r"n\.txt, line 1: missing 'qid.*load_lightgbm"):
+    with pytest.raises(ValueError, match=r"n\.txt, line 1: missing 'qid.*n\.txt\.query' beside it"):
         load_svmlight(none)
 
 
@@ -335,7 +337,8 @@ def test_load_lightgbm_group_sum_mismatch_names_both_files(tmp_path: Path) -> No
     ("query_text", "match"),
     [
         ("2\nabc\n", r"line 2: expected one integer"),
-        ("3\n0\n", r"line 2: group sizes must be >= 1"),
+        ("3\n0\n", r"line 2: group size 0 is out of range: sizes must be >= 1"),
+        ("1\n9\n", r"line 2: group size 9 is out of range: .*has 3 data rows"),
         ("\n", "holds no group sizes"),
     ],
 )
@@ -371,9 +374,11 @@ def test_load_dispatches_on_query_file(tmp_path: Path) -> None:
 def test_load_test_file_against_train_feature_count(tmp_path: Path) -> None:
     train = load(write(tmp_path, "train.txt", "1 qid:1 0:1 4:1\n0 qid:1 1:1\n"))
     assert isinstance(train, RankingDataset) and train.n_features == 5
-    fewer = load(write(tmp_path, "t1.txt", "1 qid:1 0:1\n"), n_features=train.n_features)
-    assert fewer.n_features == 5  # type: ignore[union-attr]
-    with pytest.raises(ValueError, match=r"t2\.txt: the file uses 7 feature columns but n_features=5"):
+    same = load(write(tmp_path, "t0.txt", "1 qid:1 0:1 4:0\n"), n_features=train.n_features)
+    assert same.n_features == 5  # type: ignore[union-attr]  # an explicit 0 states the width
+    with pytest.raises(ValueError, match=r"t1\.txt has 1 feature columns .* but 5 were expected"):
+        load(write(tmp_path, "t1.txt", "1 qid:1 0:1\n"), n_features=train.n_features)
+    with pytest.raises(ValueError, match=r"t2\.txt has 7 feature columns .* but 5 were expected"):
         load(write(tmp_path, "t2.txt", "1 qid:1 6:1\n"), n_features=train.n_features)
 
 
@@ -381,13 +386,13 @@ def test_load_fold_directory(tmp_path: Path) -> None:
     fold = tmp_path / "Fold1"
     fold.mkdir()
     write(fold, "train.txt", "2 qid:1 1:1 5:2\n0 qid:1 2:1\n1 qid:2 1:1\n")
-    write(fold, "vali.txt", "1 qid:3 1:1\n0 qid:3 2:1\n")
-    write(fold, "test.txt", "1 qid:4 3:1\n")
+    write(fold, "vali.txt", "1 qid:3 1:1 5:0\n0 qid:3 2:1\n")
+    write(fold, "test.txt", "1 qid:4 3:1 5:0\n")
     parts = load(fold)
     assert isinstance(parts, dict) and list(parts) == ["train", "vali", "test"]
     assert {p.n_features for p in parts.values()} == {6}
     write(fold, "test.txt", "1 qid:4 9:1\n")
-    with pytest.raises(ValueError, match=r"test\.txt: the file uses 10 feature columns but n_features=6"):
+    with pytest.raises(ValueError, match=r"test\.txt has 10 feature columns .* but 6 were expected"):
         load_fold(fold)
     (fold / "train.txt").unlink()
     with pytest.raises(FileNotFoundError, match="not a LETOR fold"):
@@ -411,5 +416,5 @@ def test_lightgbm_example_data(lightgbm_rank_dir: Path) -> None:
     # First row of rank.train is "0 10:0.89 11:0.75 ...": zero-based indices are the columns.
     assert train.labels[0] == 0
     np.testing.assert_allclose(train.features[0, 10:12], [0.89, 0.75], rtol=1e-6)
-    with pytest.raises(ValueError, match="n_features=100"):
+    with pytest.raises(ValueError, match=r"rank\.test has 301 feature columns .* but 100 were expected"):
         load(lightgbm_rank_dir / "rank.test", n_features=100)

@@ -1,14 +1,12 @@
-"""Tests of pairloss.ltr.train with pure-torch stand-in losses.
+"""Tests of pairloss.ltr.train (the fit loop, callbacks, checkpoints) with pure-torch stand-in losses.
 
-The real losses live in pairloss.nn.functional (written separately); these stand-ins have the same
-signatures and are injected through ``loss_fn`` so the training loop is tested on its own.
+The real losses live in pairloss.nn.functional; these stand-ins have the same signatures and are injected
+through ``loss_fn`` so the training loop is tested on its own.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pairloss.ltr import make_toy_dataset
+import pairloss.nn.functional as PF
+from pairloss.ltr import TrainConfig, load_model, make_toy_dataset, train
+from pairloss.ltr.config import LOSSES
 from pairloss.ltr.data import RankingDataset
 from pairloss.ltr.metrics import ndcg_at
-from pairloss.ltr.train import LOSSES, TrainConfig, load_model, resolve_loss, train
+from pairloss.ltr.objectives import LOSS_FUNCTIONS
 
 
 def _padded(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -139,7 +139,7 @@ def test_resume_rejects_other_config_or_data(toy, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"config differs in lr: 0\.01 -> 0\.5"):
         run(TrainConfig(epochs=2, lr=0.5), toy, tmp_path / "r", resume=True)
     other = make_toy_dataset(n_queries=150, docs_per_query=12, n_features=8, seed=2)
-    with pytest.raises(ValueError, match="train_data differs"):
+    with pytest.raises(ValueError, match="the training data differs"):
         run(TrainConfig(epochs=2), other, tmp_path / "r", resume=True)
     fresh = run(TrainConfig(epochs=1, lr=0.5), toy, tmp_path / "r")  # resume=False overwrites
     assert fresh.resumed_from_epoch is None
@@ -182,28 +182,25 @@ def test_progress_bar_runs(toy, tmp_path: Path, capsys) -> None:
     assert "epoch 1/1" in capsys.readouterr().err
 
 
-def test_loss_is_looked_up_lazily_by_name(toy, tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(ValueError, match="unknown loss 'listnet'; valid losses: pairwise_logistic"):
-        resolve_loss("listnet")
-    monkeypatch.setitem(sys.modules, "pairloss.nn.functional", None)  # makes the import fail
-    with pytest.raises(ImportError, match=r"pairwise_logistic_loss.*pass loss_fn="):
-        resolve_loss("pairwise_logistic")
-    fake = types.ModuleType("pairloss.nn.functional")
+def test_losses_are_the_nn_functional_ones_and_can_be_replaced(toy, tmp_path: Path) -> None:
+    assert set(LOSS_FUNCTIONS) == set(LOSSES) == {"pairwise_logistic", "pairwise_hinge", "margin_ranking"}
+    assert LOSS_FUNCTIONS["pairwise_logistic"] is PF.pairwise_logistic_loss
+    assert LOSS_FUNCTIONS["pairwise_hinge"] is PF.pairwise_hinge_loss
+    assert LOSS_FUNCTIONS["margin_ranking"] is PF.margin_ranking_loss
     calls = []
 
     def logistic(*args, **kwargs):
         calls.append(kwargs)
         return ranknet_standin(*args, **kwargs)
 
-    fake.pairwise_logistic_loss = logistic  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pairloss.nn.functional", fake)
-    assert resolve_loss("pairwise_logistic") is logistic
-    with pytest.raises(ImportError, match="pairwise_hinge_loss, which does not exist"):
-        resolve_loss("pairwise_hinge")
     train_data, valid_data, _ = toy
-    train(TrainConfig(epochs=1), train_data, valid_data, tmp_path / "lazy", progress=False)
+    train(TrainConfig(epochs=1), train_data, valid_data, tmp_path / "own", progress=False, loss_fn=logistic)
     assert calls and calls[0] == {"reduction": "mean"}
-    assert set(LOSSES) == {"pairwise_logistic", "pairwise_hinge", "margin_ranking"}
+
+
+def test_resume_without_a_checkpoint_is_an_error(toy, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"holds no checkpoint\.pt"):
+        run(TrainConfig(epochs=1), toy, tmp_path / "empty", resume=True)
 
 
 def test_bad_training_inputs(toy, tmp_path: Path) -> None:

@@ -236,7 +236,33 @@ def _ref_pairwise_hinge(x: torch.Tensor, label: torch.Tensor, lengths: torch.Ten
     return _ref_sessions(lambda z: torch.relu(z + margin))(x, label, lengths)
 
 
+def _ref_lambdarank(x: torch.Tensor, label: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                    sigma: float = 1.0, topn: int = 0, gain: str = "exp2") -> torch.Tensor:
+    """|ΔNDCG|-weighted logistic loss; the weights come from the current ranking and are constants."""
+    flat, lab = x.reshape(-1), label.reshape(-1).double()
+    sizes = [flat.shape[0]] if lengths is None else lengths.tolist()
+    out = []
+    for xs, ls in zip(flat.split(sizes), lab.split(sizes), strict=True):
+        n = xs.shape[0]
+        gains = 2.0**ls - 1 if gain == "exp2" else ls
+        order = torch.sort(xs.detach(), descending=True, stable=True).indices  # ties keep input order
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n)
+        positions = torch.arange(n, dtype=torch.float64)
+        discount = torch.where((positions < topn) | (topn == 0), 1 / torch.log2(positions + 2), 0.0)
+        idcg = (torch.sort(gains, descending=True).values * discount).sum()
+        d = discount[rank]
+        weight = (gains[:, None] - gains[None, :]).abs() * (d[:, None] - d[None, :]).abs() / idcg.clamp_min(1e-300)
+        pair = (ls[:, None] - ls[None, :]) >= FLT_EPSILON
+        z = -sigma * (xs[:, None] - xs[None, :])  # row: the higher label
+        term = torch.logaddexp(torch.zeros_like(z), z) * weight.to(xs.dtype)
+        total = torch.where(pair, term, torch.zeros((), dtype=x.dtype)).sum()
+        out.append(total / pair.sum().clamp_min(1))
+    return torch.stack(out)
+
+
 REFERENCES: dict[str, Callable[..., torch.Tensor]] = {
+    "LambdaRankLoss": _ref_lambdarank,
     "MarginRankingCriterion": _ref_margin_ranking,
     "PairWiseLoss": _ref_pairwise_logistic,
     "PairWiseHingeLoss": _ref_pairwise_hinge,

@@ -374,9 +374,9 @@ def test_module_reprs() -> None:
 
 
 def test_public_api() -> None:
-    assert sorted(pnn.__all__) == ["GradientReversal", "MarginRankingLoss", "NegateGradient", "Negative",
-                                   "PairwiseHingeLoss", "PairwiseLogisticLoss", "functional", "torch_op"]
-    assert sorted(PF.__all__) == ["margin_ranking_loss", "negate_gradient", "negative", "pairwise_hinge_loss",
-                                  "pairwise_logistic_loss"]
+    assert sorted(pnn.__all__) == ["GradientReversal", "LambdaRankLoss", "MarginRankingLoss", "NegateGradient",
+                                   "Negative", "PairwiseHingeLoss", "PairwiseLogisticLoss", "functional", "torch_op"]
+    assert sorted(PF.__all__) == ["lambdarank_loss", "margin_ranking_loss", "negate_gradient", "negative",
+                                  "pairwise_hinge_loss", "pairwise_logistic_loss"]
     for name in pnn.__all__:
         assert getattr(pnn, name) is not None

@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairloss.ops import margin_ranking as mrc
+from pairloss.ops import pair_loops
 from pairloss.ops import pairwise_hinge as ph
 from pairloss.ops import pairwise_loss as pwl
 
@@ -156,7 +157,7 @@ def test_small_inputs_take_the_serial_twin_with_identical_results(case: tuple) -
               ph.gradient_cpu(scores, labels, g, lengths, margin=0.5))
     before = numba.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pwl, "_SERIAL_WORK", 0)
+        mp.setattr(pair_loops, "_PARALLEL_PAIRS", 0)
         mp.setattr(ph, "_SERIAL_ITEMS", 0)
         numba.set_num_threads(2)
         try:
@@ -212,7 +213,7 @@ def test_pairwise_gradient_has_no_nan_for_huge_scores(scale: float) -> None:
 
 
 def test_pairwise_fast_and_exact_paths_agree_at_the_span_limit() -> None:
-    half = pwl._FAST_SPAN / 2
+    half = pair_loops.FAST_SPAN[np.dtype(np.float64)] / 2
     labels = np.array([0, 1, 2, 0, 1, 2])
     inside = np.array([-half, half, 0.0, 1.0, -3.0, 2.5])  # span == the limit: fast path
     outside = inside.copy()
@@ -235,10 +236,36 @@ def test_pairwise_nan_and_inf_scores_behave_as_the_reference() -> None:
                                    pwl.reference_gradient(scores, labels, np.ones(1)), rtol=1e-14)
 
 
-def test_log1p_series_is_accurate_on_the_unit_interval() -> None:
-    q = np.concatenate([np.geomspace(1e-300, 1.0, 2000), np.linspace(0.0, 1.0, 2001)[1:]])
-    got = np.array([pwl._log1p_ratio(v, 1.0) for v in q])
-    np.testing.assert_allclose(got, np.log1p(q), rtol=4e-16)
+@pytest.mark.parametrize(("precision", "rtol"), [(np.float32, 2.5e-7), (np.float64, 4e-16)])
+def test_log1p_series_is_accurate_on_the_unit_interval(precision: type, rtol: float) -> None:
+    dtype = np.dtype(precision)
+    coef = tuple(dtype.type(1.0 / (2 * k + 1)) for k in range(pair_loops._SERIES_TERMS[dtype]))
+    tiny = 1e-35 if precision is np.float32 else 1e-300  # the smallest q the fast path meets
+    q = np.concatenate([np.geomspace(tiny, 1.0, 2000), np.linspace(0.0, 1.0, 2001)[1:]]).astype(dtype)
+    w_min = dtype.type(pair_loops._W_MIN[dtype])
+    got = np.array([pair_loops._log1p_ratio(v, dtype.type(1.0), coef, w_min) for v in q])
+    np.testing.assert_allclose(got, np.log1p(q.astype(np.float64)), rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_diagonal_chunks_and_rows_agree_with_the_reference(dtype: type, seed: int) -> None:
+    # session sizes around the small-session limit and row lengths of every residue mod 8, cut into many
+    # small chunks: the diagonal walk, the row walk and its masked last group against the float64 loops
+    rng = np.random.default_rng(seed)
+    sizes = [0, 1, 2, 7, 8, 9, 15, 16, 17, pair_loops.SMALL_SESSION, pair_loops.SMALL_SESSION + 1, 40, 63, 64, 65]
+    lengths = rng.permutation(np.array(sizes * 2))
+    n = int(lengths.sum())
+    scores = (rng.standard_normal(n) * 2).astype(dtype)
+    labels = rng.integers(0, 4, n)
+    g = rng.standard_normal(lengths.size)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pair_loops, "CHUNK_ITEMS", 50)
+        np.testing.assert_allclose(pwl.forward_cpu(scores, labels, lengths),
+                                   pwl.reference_forward(scores, labels, lengths), rtol=tol, atol=tol)
+        np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, g.astype(dtype), lengths),
+                                   pwl.reference_gradient(scores, labels, g.astype(dtype), lengths), rtol=tol, atol=tol)
 
 
 # ---- Triton kernels on CPU (TRITON_INTERPRET=1) -------------------------------------------------------

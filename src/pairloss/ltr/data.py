@@ -25,6 +25,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +34,8 @@ from typing import IO, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from .batching import plan_batches
 
 __all__ = [
     "RankingDataset",
@@ -122,12 +125,21 @@ class RankingDataset:
             raise ValueError(f"lengths must be a 1-D array of session sizes; got shape {lengths_in.shape}")
         if lengths_in.size and lengths_in.dtype.kind not in "iu":
             raise TypeError(f"lengths must hold integers; got dtype {lengths_in.dtype}")
+        # Each size is checked against [1, N] in its own dtype before any cast or sum: a sum in int64
+        # can wrap around (four sessions of 2**62 items "sum" to 0) and pass a total check.
+        if lengths_in.size and lengths_in.min() < 1:
+            bad = int(np.flatnonzero(lengths_in < 1)[0])
+            raise ValueError(
+                f"lengths must be >= 1 (empty sessions are not stored); session {bad} has {_py(lengths_in[bad])}"
+            )
+        if lengths_in.size and lengths_in.max() > n_items:
+            bad = int(np.flatnonzero(lengths_in > n_items)[0])
+            raise ValueError(f"lengths must sum to the number of items {n_items}; session {bad} alone has "
+                             f"{_py(lengths_in[bad])}")
         lengths = np.ascontiguousarray(lengths_in, dtype=np.int64)
-        if lengths.size and lengths.min() < 1:
-            bad = int(np.flatnonzero(lengths < 1)[0])
-            raise ValueError(f"lengths must be >= 1 (empty sessions are not stored); session {bad} has {lengths[bad]}")
-        if int(lengths.sum()) != n_items:
-            raise ValueError(f"lengths must sum to the number of items {n_items}; they sum to {int(lengths.sum())}")
+        total = sum(lengths.tolist())
+        if total != n_items:
+            raise ValueError(f"lengths must sum to the number of items {n_items}; they sum to {total}")
         if not np.isfinite(features).all():
             row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
             raise ValueError(f"features must be finite; row {row} contains NaN or inf")
@@ -304,38 +316,10 @@ class RankingDataset:
         Yields:
             One :class:`RankingDataset` per batch.
         """
-        for idx in self._plan_batches(max_items, sessions_per_batch, shuffle, seed):
+        plan = plan_batches(self.lengths, max_items=max_items, sessions_per_batch=sessions_per_batch,
+                            shuffle=shuffle, seed=seed)
+        for idx in plan:
             yield self._take_sessions(idx)
-
-    def _plan_batches(
-        self, max_items: int | None, sessions_per_batch: int | None, shuffle: bool, seed: int | None
-    ) -> list[np.ndarray]:
-        max_items = _check_positive_int("max_items", max_items, allow_none=True)
-        sessions_per_batch = _check_positive_int("sessions_per_batch", sessions_per_batch, allow_none=True)
-        if (max_items is None) == (sessions_per_batch is None):
-            raise ValueError(
-                "exactly one of max_items and sessions_per_batch must be given; got "
-                f"max_items={max_items!r}, sessions_per_batch={sessions_per_batch!r}"
-            )
-        order = (
-            np.random.default_rng(seed).permutation(self.n_sessions)
-            if shuffle
-            else np.arange(self.n_sessions, dtype=np.int64)
-        )
-        if sessions_per_batch is not None:
-            return [order[i : i + sessions_per_batch] for i in range(0, len(order), sessions_per_batch)]
-        assert max_items is not None
-        batches: list[np.ndarray] = []
-        lengths = self.lengths[order]
-        start, count = 0, 0
-        for pos, n in enumerate(lengths.tolist()):
-            if count and count + n > max_items:
-                batches.append(order[start:pos])
-                start, count = pos, 0
-            count += n
-        if count:
-            batches.append(order[start:])
-        return batches
 
     def shard(self, rank: int, world_size: int, *, drop_remainder: bool = False) -> RankingDataset:
         """Sessions of one worker for data-parallel training (``torch.distributed`` style).
@@ -476,6 +460,9 @@ def _sklearn_load(path: Path, zero_based: ZeroBased) -> tuple[object, np.ndarray
 
     try:
         X, y, qid = load_svmlight_file(str(path), dtype=np.float32, zero_based=zero_based, query_id=True)
+    except (EOFError, OSError, zlib.error) as exc:
+        # gzip/bz2 streams that end early or are not compressed at all; click would print "Aborted!".
+        raise ValueError(f"{path}: the compressed file is truncated or damaged ({exc})") from None
     except (ValueError, OverflowError) as exc:
         # sklearn reports what is wrong but not where; re-scan (only on this failure path, so the
         # fast C parser stays the normal path) to name the offending line.
@@ -487,19 +474,27 @@ def _sklearn_load(path: Path, zero_based: ZeroBased) -> tuple[object, np.ndarray
     return X, np.asarray(y), np.asarray(qid)
 
 
+#: Largest dense feature matrix a loader builds (bytes). Features are stored densely, so one stray huge
+#: feature index would otherwise ask for rows x index x 4 bytes.
+MAX_DENSE_BYTES = 4 * 2**30
+
+
 def _to_dense(X: object, path: Path, n_features: int | None) -> np.ndarray:
     n_rows, n_cols = X.shape  # type: ignore[attr-defined]
-    if n_features is None:
-        n_features = n_cols
-    elif n_cols > n_features:
+    if n_features is not None and n_cols != n_features:
         raise ValueError(
-            f"{path}: the file uses {n_cols} feature columns but n_features={n_features} was requested "
-            "(e.g. the training set's n_features); a file may have fewer features than that "
-            "(they are padded with zeros) but not more"
+            f"{path} has {n_cols} feature columns (feature indices 0..{n_cols - 1}) but {n_features} were expected; "
+            "files are neither padded nor cut"
         )
-    dense = np.zeros((n_rows, n_features), dtype=np.float32)
-    dense[:, :n_cols] = X.toarray()  # type: ignore[attr-defined]
-    return dense
+    needed = n_rows * n_cols * 4
+    if needed > MAX_DENSE_BYTES:
+        row = int(np.searchsorted(X.indptr, int(np.argmax(X.indices)), side="right")) - 1  # type: ignore[attr-defined]
+        raise ValueError(
+            f"{path}, line {_line_of_row(path, row)}: feature index {n_cols - 1} would make a dense "
+            f"{n_rows} x {n_cols} float32 feature matrix of {needed / 2**30:.1f} GiB, over the loader's limit of "
+            f"{MAX_DENSE_BYTES / 2**30:.0f} GiB; renumber the features densely"
+        )
+    return X.toarray()  # type: ignore[attr-defined,no-any-return]
 
 
 def _check_finite(path: Path, features: np.ndarray, labels: np.ndarray) -> None:
@@ -515,11 +510,11 @@ def _as_path(name: str, value: object) -> Path:
     return Path(os.fspath(value))
 
 
-def _check_file(name: str, path: Path) -> None:
+def _check_file(path: Path) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{name}: no such file: {path}")
+        raise FileNotFoundError(f"no such file: {path}")
     if not path.is_file():
-        raise ValueError(f"{name} must be a file; {path} is not")
+        raise ValueError(f"{path} is not a file")
 
 
 def _check_zero_based(zero_based: object) -> ZeroBased:
@@ -542,9 +537,9 @@ def load_svmlight(
 
     Args:
         path: The file.
-        n_features: Number of feature columns to produce, typically the training set's
-            ``n_features`` when loading a test set. Files with fewer columns are zero-padded;
-            files with more raise ``ValueError``. ``None`` uses the file's own count.
+        n_features: The number of feature columns the file must have (highest feature index + 1),
+            typically the training set's or the model's when loading a test set; a file with fewer
+            or more raises ``ValueError`` (no zero padding). ``None`` uses the file's own count.
         zero_based: Whether index ``i`` means column ``i`` (``True``, default, see module doc),
             column ``i - 1`` (``False``, index 0 is then an error) or sklearn's guess (``"auto"``).
         noncontiguous_qids: What to do when a qid occurs in two separate blocks of lines:
@@ -558,11 +553,11 @@ def load_svmlight(
         FileNotFoundError: If ``path`` does not exist.
         ValueError: If the file has no data rows, a line is malformed or lacks ``qid:`` (the
             message names the file and the line number), a value is NaN/inf, a qid's block is
-            split (with ``noncontiguous_qids="error"``), or the file has more than ``n_features``
-            columns.
+            split (with ``noncontiguous_qids="error"``), the file does not have ``n_features``
+            columns, or its dense feature matrix would exceed :data:`MAX_DENSE_BYTES`.
     """
     p = _as_path("path", path)
-    _check_file("path", p)
+    _check_file(p)
     n_features = _check_positive_int("n_features", n_features, allow_none=True)
     zb = _check_zero_based(zero_based)
     if noncontiguous_qids not in ("error", "group"):
@@ -576,8 +571,7 @@ def load_svmlight(
         for lineno, parts in _data_lines(p):
             if len(parts) < 2 or not parts[1].startswith(b"qid"):
                 hint = (
-                    "; for LightGBM-style files without qid use load_lightgbm (or load) with a "
-                    f"'{p.name}.query' group file"
+                    f"; a LightGBM-style file without qid: needs its group sizes in '{p.name}.query' beside it"
                     if qid.shape[0] == 0
                     else ""
                 )
@@ -593,8 +587,8 @@ def load_svmlight(
             first, second = hit
             raise ValueError(
                 f"{p}: qid {int(qid[first])} appears in two separate blocks (lines "
-                f"{_line_of_row(p, first)} and {_line_of_row(p, second)}); sessions must be contiguous "
-                "(pass noncontiguous_qids='group' to merge them)"
+                f"{_line_of_row(p, first)} and {_line_of_row(p, second)}); the lines of a session must be "
+                "contiguous (sort the file by qid, keeping the order within each qid)"
             )
         _, first_index, inverse = np.unique(qid, return_index=True, return_inverse=True)
         order = np.argsort(first_index[inverse], kind="stable")
@@ -602,8 +596,10 @@ def load_svmlight(
     return RankingDataset.from_qids(features, labels, qid)
 
 
-def _read_group_sizes(query_path: Path) -> np.ndarray:
+def _read_group_sizes(query_path: Path, data_path: Path, n_rows: int) -> np.ndarray:
+    """Group sizes as Python ints, each checked within [1, n_rows] before the sum (no int64 wrap-around)."""
     sizes: list[int] = []
+    total = 0
     with open(query_path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             text = raw.strip()
@@ -615,11 +611,19 @@ def _read_group_sizes(query_path: Path) -> np.ndarray:
                 raise ValueError(
                     f"{query_path}, line {lineno}: expected one integer group size per line; got {_show(text)}"
                 ) from None
-            if size < 1:
-                raise ValueError(f"{query_path}, line {lineno}: group sizes must be >= 1; got {size}")
+            if not 1 <= size <= n_rows:
+                raise ValueError(
+                    f"{query_path}, line {lineno}: group size {size} is out of range: sizes must be >= 1 and "
+                    f"{data_path} has {n_rows} data rows in all"
+                )
             sizes.append(size)
+            total += size
     if not sizes:
         raise ValueError(f"{query_path}: query/group file holds no group sizes")
+    if total != n_rows:
+        raise ValueError(
+            f"group sizes in {query_path} sum to {total} ({len(sizes)} groups) but {data_path} has {n_rows} data rows"
+        )
     return np.asarray(sizes, dtype=np.int64)
 
 
@@ -650,19 +654,15 @@ def load_lightgbm(
     """
     p = _as_path("path", path)
     q = Path(str(p) + ".query") if query_path is None else _as_path("query_path", query_path)
-    _check_file("path", p)
-    _check_file("query_path", q)
+    _check_file(p)
+    _check_file(q)
     n_features = _check_positive_int("n_features", n_features, allow_none=True)
     zb = _check_zero_based(zero_based)
     X, y, _ = _sklearn_load(p, zb)
     n_rows = y.shape[0]
     if n_rows == 0:
         raise ValueError(f"{p}: file has no data rows (it is empty or holds only comments/blank lines)")
-    sizes = _read_group_sizes(q)
-    if int(sizes.sum()) != n_rows:
-        raise ValueError(
-            f"group sizes in {q} sum to {int(sizes.sum())} ({sizes.size} groups) but {p} has {n_rows} data rows"
-        )
+    sizes = _read_group_sizes(q, p, n_rows)
     features = _to_dense(X, p, n_features)
     labels = y.astype(np.float32)
     _check_finite(p, features, labels)
@@ -694,11 +694,11 @@ def load_fold(
 
     Raises:
         FileNotFoundError: If ``directory`` has no ``train.txt``.
-        ValueError: If ``vali.txt`` or ``test.txt`` has more feature columns than ``train.txt``.
+        ValueError: If ``vali.txt`` or ``test.txt`` does not have as many feature columns as ``train.txt``.
     """
     d = _as_path("directory", directory)
     if not d.is_dir():
-        raise FileNotFoundError(f"directory: no such directory: {d}")
+        raise FileNotFoundError(f"no such directory: {d}")
     train_file = d / "train.txt"
     if not train_file.is_file():
         present = sorted(p.name for p in d.iterdir())[:20]
@@ -726,8 +726,8 @@ def load(
 
     Args:
         path: File or fold directory.
-        n_features: Column count to produce; a file with more columns raises ``ValueError``, one
-            with fewer is zero-padded. Pass ``train.n_features`` when loading a test file.
+        n_features: The column count the file must have (see :func:`load_svmlight`); pass
+            ``train.n_features`` when loading a test file.
         zero_based: As in :func:`load_svmlight`.
 
     Returns:
@@ -736,6 +736,6 @@ def load(
     p = _as_path("path", path)
     if p.is_dir():
         return load_fold(p, n_features, zero_based=zero_based)
-    _check_file("path", p)
+    _check_file(p)
     n_features = _check_positive_int("n_features", n_features, allow_none=True)
     return _load_file(p, n_features, _check_zero_based(zero_based))

@@ -54,6 +54,8 @@ Average = Literal["query", "pair"]
 #: Metric names understood by :func:`evaluate` / :func:`parse_metric` (``k`` a positive integer).
 METRIC_FORMS = ("ndcg", "ndcg@k", "map", "map@k", "mrr", "mrr@k", "pairwise_accuracy")
 
+# 2**1024 is float64's overflow; labels this large need the linear gain.
+_MAX_EXP2_LABEL = 1024
 # Largest boolean block (elements) materialised at once when counting pairs, to bound memory.
 _PAIR_BLOCK = 1 << 24
 
@@ -119,11 +121,15 @@ def _rank(scores: object, labels: object, lengths: object, ties: str) -> _Ranked
             raise ValueError(f"lengths must be a 1-D array of session sizes; got shape {raw.shape}")
         if raw.size and raw.dtype.kind not in "iu":
             raise TypeError(f"lengths must hold integers; got dtype {raw.dtype}")
+        # Every size within [0, n] before any cast or sum: an int64 sum can wrap around to n.
+        if raw.size and raw.min() < 0:
+            raise ValueError(f"lengths must be >= 0; got {int(raw.min())}")
+        if raw.size and raw.max() > n:
+            raise ValueError(f"lengths must sum to the number of items {n}; one session alone has {int(raw.max())}")
         lens = raw.astype(np.int64)
-        if lens.size and lens.min() < 0:
-            raise ValueError(f"lengths must be >= 0; got {int(lens.min())}")
-        if int(lens.sum()) != n:
-            raise ValueError(f"lengths must sum to the number of items {n}; they sum to {int(lens.sum())}")
+        total = sum(lens.tolist())
+        if total != n:
+            raise ValueError(f"lengths must sum to the number of items {n}; they sum to {total}")
     offsets = np.zeros(lens.shape[0] + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     seg = np.repeat(np.arange(lens.shape[0], dtype=np.int64), lens)
@@ -190,6 +196,12 @@ def _ndcg_kernel(
     if r.raw_labels.size and r.raw_labels.min() < 0:
         raise ValueError(f"ndcg needs labels >= 0 (gains of negative labels are meaningless); got {r.raw_labels.min()}")
 
+    if gain == "exp2" and r.raw_labels.size and r.raw_labels.max() >= _MAX_EXP2_LABEL:
+        raise ValueError(
+            f"labels up to {r.raw_labels.max():g} overflow the exp2 gain 2**label - 1 in float64 (labels must be "
+            f"< {_MAX_EXP2_LABEL}); use the linear gain (gain='linear', on the command line --gain linear)"
+        )
+
     def to_gain(v: np.ndarray) -> np.ndarray:
         return np.exp2(v) - 1.0 if gain == "exp2" else v
 
@@ -200,6 +212,9 @@ def _ndcg_kernel(
     # The ideal ranking uses the same positions (hence discounts), only the labels are re-sorted.
     ideal = r.raw_labels[np.lexsort((-r.raw_labels, r.seg))]
     idcg = _segment_sum(r, to_gain(ideal) * discount)
+    if not np.isfinite(idcg).all():
+        raise ValueError(f"the exp2 gains of labels up to {r.raw_labels.max():g} add up beyond float64's range; "
+                         "use the linear gain (gain='linear', on the command line --gain linear)")
     no_signal = idcg <= 0.0
     values = dcg / np.where(no_signal, 1.0, idcg)
     return _finish(values, no_signal, no_relevant, _all_equal(r) if exclude_all_equal else None, per_query)

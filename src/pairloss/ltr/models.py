@@ -15,7 +15,10 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "LinearScorer", "MLPScorer", "Scorer", "Standardizer", "make_model"]
+__all__ = ["MODELS", "LinearScorer", "MLPScorer", "Scorer", "Standardizer", "make_model", "score_items"]
+
+# Items scored per forward pass by score_items: bounds memory on large data sets.
+_SCORE_CHUNK = 65536
 
 
 def _check_n_features(n_features: object) -> int:
@@ -218,3 +221,19 @@ def make_model(name: str, n_features: int, **kwargs: Any) -> Scorer:
         if "unexpected keyword argument" in str(exc):
             raise TypeError(f"make_model({name!r}): {exc}") from None
         raise
+
+
+@torch.no_grad()
+def score_items(model: Scorer, features: np.ndarray) -> np.ndarray:
+    """Scores ``(N, F)`` features with ``model`` in eval mode, in chunks, on the model's device.
+
+    Returns:
+        ``(N,)`` float64 scores.
+    """
+    model.eval()
+    device = model.standardizer.mean.device
+    out = [
+        model(torch.from_numpy(features[i : i + _SCORE_CHUNK]).to(device)).double().cpu().numpy()
+        for i in range(0, features.shape[0], _SCORE_CHUNK)
+    ]
+    return np.concatenate(out) if out else np.zeros(0)

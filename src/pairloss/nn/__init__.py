@@ -22,6 +22,7 @@ from pairloss.nn import functional
 from pairloss.nn._torch_ops import torch_op
 from pairloss.nn.modules import (
     GradientReversal,
+    LambdaRankLoss,
     MarginRankingLoss,
     NegateGradient,
     Negative,
@@ -33,6 +34,7 @@ _onnx.install_exporter_hook()
 
 __all__ = [
     "GradientReversal",
+    "LambdaRankLoss",
     "MarginRankingLoss",
     "NegateGradient",
     "Negative",

@@ -30,6 +30,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,6 +52,7 @@ from pairloss.nn._validation import (
 )
 
 __all__ = [
+    "lambdarank_loss",
     "margin_ranking_loss",
     "negate_gradient",
     "negative",
@@ -66,6 +68,8 @@ _NEGATIVE = torch_op("Negative")
 _NEGATE_GRADIENT = torch_op("NegateGradient")
 _PAIRWISE_HINGE = torch_op("PairWiseHingeLoss")
 _PAIRWISE_HINGE_T = torch_op("PairWiseHingeLoss", tensor_args=True)
+_LAMBDARANK = torch_op("LambdaRankLoss")
+_LAMBDARANK_T = torch_op("LambdaRankLoss", tensor_args=True)
 _SCALE_GRADIENT_T = torch.ops.pairloss.scale_gradient.tensor_args
 
 
@@ -260,15 +264,20 @@ def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -
 
 
 def _session_loss(op: torch._ops.OpOverload, op_t: torch._ops.OpOverload | None, sessions: _Sessions,
-                  reduction: str, margin: Scalar | None = None) -> Tensor:
+                  reduction: str, floats: dict[str, Scalar] | None = None, others: dict[str, Any] | None = None
+                  ) -> Tensor:
+    """Run a session op on packed sessions and reduce. ``floats``: its float arguments in schema order
+    (any given as a tensor, or any under dynamo, selects the ``tensor_args`` overload); ``others``: the rest."""
     args = (sessions.scores, sessions.labels, sessions.lengths)
-    margin_t = None if margin is None else scalar_tensor(margin)
-    if margin is None:
-        per_session = op(*args)
-    elif margin_t is None:
-        per_session = op(*args, margin=margin)
+    floats, others = floats or {}, others or {}
+    as_tensors = {k: scalar_tensor(v) for k, v in floats.items()}
+    if all(t is None for t in as_tensors.values()):
+        per_session = op(*args, **floats, **others)
     else:
-        per_session = op_t(*args, margin_t.to(sessions.scores.device))  # type: ignore[misc]
+        device = sessions.scores.device
+        tensors = [(t if t is not None else torch.tensor(float(floats[k]), dtype=torch.float64)).to(device)
+                   for k, t in as_tensors.items()]
+        per_session = op_t(*args, *tensors, **others)  # type: ignore[misc]
     if sessions.keep is not None:
         per_session = per_session[sessions.keep]
     return _reduce_sessions(per_session, sessions, reduction)
@@ -418,7 +427,48 @@ def pairwise_hinge_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None =
     reduction = check_reduction(reduction)
     m = check_scalar("margin", margin)
     sessions = _sessions(scores, labels, lengths, mask, padding_label)
-    return _session_loss(_PAIRWISE_HINGE, _PAIRWISE_HINGE_T, sessions, reduction, margin=m)
+    return _session_loss(_PAIRWISE_HINGE, _PAIRWISE_HINGE_T, sessions, reduction, {"margin": m})
+
+
+def lambdarank_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None = None, *, sigma: Scalar = 1.0,
+                    topn: int = 0, gain: str = "exp2", reduction: Reduction = "mean", mask: Tensor | None = None,
+                    padding_label: float | None = None) -> Tensor:
+    r"""LambdaRank loss per session: the pairwise logistic loss with each discordant pair weighted by the
+    NDCG change of swapping it in the current ranking (|ΔNDCG|), averaged over the session's pairs.
+
+    Computed by the ``LambdaRankLoss`` operator; the weights are constants for the gradient (LambdaRank's
+    lambdas, as in LightGBM). See :class:`pairloss.nn.LambdaRankLoss`. Layouts (flat with ``lengths``, or
+    padded ``[B, L]`` with ``mask``/``padding_label``: NDCG over each row's real items) and reductions as
+    in :func:`pairwise_logistic_loss`.
+
+    Args:
+        scores: Scores, flat (N,)/(N, 1) or padded (B, L); float16, bfloat16, float32 or float64.
+        labels: Non-negative relevance grades, the shape of ``scores``; labels within 2^-23 tie.
+        lengths: Flat layout only: 1-D integer tensor of session sizes summing to N; ``None``: one session.
+        sigma: Scale of the score difference, ``log(1 + exp(-sigma (s_hi - s_lo)))``: a number or a
+            one-element tensor.
+        topn: Only pairs with an item in the current top ``topn`` carry weight (NDCG@topn); 0: all.
+        gain: ``"exp2"`` (2^label - 1) or ``"linear"`` (label).
+        reduction: ``"none"`` (shape (S,)), ``"mean"`` (over sessions with pairs; 0 if none has) or ``"sum"``.
+        mask: Bool, the shape of ``scores``: True for a real item, False for padding.
+        padding_label: Items with this label are padding.
+
+    Examples:
+        >>> import torch
+        >>> lambdarank_loss(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([2, 1, 0]), reduction="sum")
+        tensor(0.3690)
+    """
+    reduction = check_reduction(reduction)
+    sig = check_scalar("sigma", sigma)
+    if isinstance(topn, bool) or not isinstance(topn, int):
+        msg = f"topn must be an int (0: no truncation); got {topn!r}"
+        raise TypeError(msg)
+    if not isinstance(gain, str):
+        msg = f"gain must be 'exp2' or 'linear'; got {gain!r}"
+        raise TypeError(msg)
+    sessions = _sessions(scores, labels, lengths, mask, padding_label)
+    return _session_loss(_LAMBDARANK, _LAMBDARANK_T, sessions, reduction, {"sigma": sig},
+                         {"topn": topn, "gain": gain})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pairloss.nn._validation import Reduction, Scalar, check_reduction, check_sc
 
 __all__ = [
     "GradientReversal",
+    "LambdaRankLoss",
     "MarginRankingLoss",
     "NegateGradient",
     "Negative",
@@ -233,6 +234,57 @@ class PairwiseHingeLoss(nn.Module):
     def extra_repr(self) -> str:
         padding = "" if self.padding_label is None else f", padding_label={self.padding_label}"
         return f"margin={self.margin}, reduction={self.reduction!r}{padding}"
+
+
+class LambdaRankLoss(nn.Module):
+    r"""LambdaRank loss over sessions (the ``LambdaRankLoss`` operator): the pairwise logistic loss with each
+    discordant pair weighted by the NDCG change of swapping it in the current ranking.
+
+    .. math::
+        L_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} |\Delta\text{NDCG}_{hi,lo}|\,
+              \log\bigl(1 + e^{-\sigma (x_{hi} - x_{lo})}\bigr)
+
+    The weights are constants for the gradient (LambdaRank's lambdas; Burges et al., 2006).
+
+    Reductions, padded batches (``mask``, ``padding_label``: NDCG over each row's real items) and autodiff as
+    in :class:`PairwiseLogisticLoss`.
+
+    Args:
+        sigma: Scale of the score difference (default 1.0): a number or a one-element tensor.
+        topn: Weight only pairs with an item in the current top ``topn`` (NDCG@topn); 0 (default): all.
+        gain: ``"exp2"`` (2^label - 1, default) or ``"linear"``.
+        reduction: ``"none"``, ``"mean"`` (over sessions with pairs) or ``"sum"``.
+        padding_label: Label value that marks padded items (e.g. -1), or None.
+
+    Examples:
+        >>> import torch
+        >>> from pairloss.nn import LambdaRankLoss
+        >>> LambdaRankLoss(topn=10)(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([2, 1, 0]))
+        tensor(0.3690)
+    """
+
+    __constants__: ClassVar[tuple[str, ...]] = ("sigma", "topn", "gain", "reduction", "padding_label")
+    sigma: Scalar
+    topn: int
+    gain: str
+    reduction: str
+    padding_label: float | None
+
+    def __init__(self, sigma: Scalar = 1.0, topn: int = 0, gain: str = "exp2", reduction: Reduction = "mean",
+                 padding_label: float | None = None) -> None:
+        super().__init__()
+        check_reduction(reduction, warn=False)
+        self.sigma = check_scalar("sigma", sigma)
+        self.topn, self.gain, self.reduction, self.padding_label = topn, gain, reduction, padding_label
+
+    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        return F.lambdarank_loss(scores, labels, lengths, sigma=self.sigma, topn=self.topn, gain=self.gain,
+                                 reduction=self.reduction, mask=mask, padding_label=self.padding_label)
+
+    def extra_repr(self) -> str:
+        padding = "" if self.padding_label is None else f", padding_label={self.padding_label}"
+        return f"sigma={self.sigma}, topn={self.topn}, gain={self.gain!r}, reduction={self.reduction!r}{padding}"
 
 
 class Negative(nn.Module):

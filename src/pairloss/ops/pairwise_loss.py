@@ -23,16 +23,22 @@ Deliberate differences from Caffe2, for a loss users can trust:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, serial_twin, tl, triton
-from pairloss._checks import FLT_EPSILON, as_float_array, check_lengths
-from pairloss.ops.sessions import LENGTHS_DOC, per_session_output, prepare_sessions
+from pairloss._backends import HAS_TRITON, tl, triton
+from pairloss._checks import FLT_EPSILON, check_lengths
+from pairloss.ops.pair_loops import logistic_forward, logistic_gradient, logistic_second_order, plan_sessions
+from pairloss.ops.sessions import (
+    LENGTHS_DOC,
+    per_session_output,
+    prepare_second_order,
+    prepare_sessions,
+    sigmoid,
+    softplus,
+)
 from pairloss.registry import (
     GI,
     GO,
@@ -102,18 +108,6 @@ GRADIENT_GRADIENT_SCHEMA = (
 )
 
 
-def _softplus(z: float) -> float:
-    # relu(z) + log1p(exp(-|z|)): exact and finite for every finite z, where log(1 + exp(z)) overflows
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
 # ---- reference (float64, Caffe2's loop order) --------------------------------------------------------
 def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
@@ -126,7 +120,7 @@ def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarra
                 if abs(lab[i] - lab[j]) < FLT_EPSILON:
                     continue  # ties carry no preference
                 sign = 1.0 if lab[i] > lab[j] else -1.0
-                total += _softplus(sign * (float(flat[j]) - float(flat[i])))
+                total += softplus(sign * (float(flat[j]) - float(flat[i])))
                 pairs += 1
         out[s] = total / pairs if pairs else 0.0  # no discordant pair: nothing to learn, loss 0
         offset += length
@@ -145,7 +139,7 @@ def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.nda
                 if abs(lab[i] - lab[j]) < FLT_EPSILON:
                     continue
                 sign = 1.0 if lab[i] > lab[j] else -1.0
-                grad = sign * float(g[s]) * _sigmoid(sign * (float(flat[j]) - float(flat[i])))
+                grad = sign * float(g[s]) * sigmoid(sign * (float(flat[j]) - float(flat[i])))
                 dx[i] -= grad
                 dx[j] += grad
                 pairs += 1
@@ -155,21 +149,10 @@ def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.nda
     return dx.reshape(x.shape).astype(x.dtype)
 
 
-def _prepare_second_order(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
-                          direction: npt.ArrayLike, lengths: npt.ArrayLike | None) -> tuple[np.ndarray, ...]:
-    """prepare_sessions plus the direction X_grad_grad, which must have the shape of X."""
-    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
-    v = as_float_array("X_grad_grad", direction)
-    if v.shape != x.shape:
-        msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
-        raise ValueError(msg)
-    return x, flat, lab, lens, g, v.reshape(-1)
-
-
 def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                                 direction: np.ndarray, lengths: np.ndarray | None = None
                                 ) -> tuple[np.ndarray, np.ndarray]:
-    x, flat, lab, lens, g, v = _prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
     hv = np.zeros(flat.shape[0], np.float64)
     gg = np.zeros(lens.size, np.float64)
     offset = 0
@@ -180,7 +163,7 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
                 if abs(lab[i] - lab[j]) < FLT_EPSILON:
                     continue
                 hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
-                sig = _sigmoid(float(flat[lo]) - float(flat[hi]))
+                sig = sigmoid(float(flat[lo]) - float(flat[hi]))
                 w = sig * (1.0 - sig)
                 hv[i] += w * (float(v[i]) - float(v[j]))
                 hv[j] += w * (float(v[j]) - float(v[i]))
@@ -194,324 +177,37 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
 
 
 # ---- CPU kernels --------------------------------------------------------------------------------------
-# Fused Numba loops over the pairs of each session: no n x n matrix, no sort, no allocation per session.
-#
-# Work is cut into row ranges ("tasks") of about equal pair counts: many small sessions share a task,
-# one huge session is split over several, so the same prange keeps every thread busy in both cases.
-# Forward: row i sums its pairs (i, j < i) into row_sum[i] and row_cnt[i], which are added per session
-# in float64 afterwards. Gradient: row k sums over all partners m of its session (both triangles), so each
-# row writes only its own entry and rows need no synchronisation; the cost is twice the pair visits.
-#
-# The fast path avoids exp and log per pair. With e_k = exp(x_k - c_s) (c_s the session's mid score):
-#   sigmoid(x_lo - x_hi) = e_lo / (e_lo + e_hi)                    (one division)
-#   softplus(x_lo - x_hi) = relu(x_lo - x_hi) + log1p(q),  q = min(e)/max(e) = exp(-|x_hi - x_lo|),
-#   log1p(q) = 2 atanh(t),  t = q / (2 + q) = min(e) / (2 max(e) + min(e)) in [0, 1/3]
-# and atanh is its odd Taylor series in t^2 <= 1/9, cut after 16 terms (truncation < 2e-17 relative).
-# Both are branch-free, so LLVM vectorises the inner loops. The only extra rounding is that of x - c_s,
-# about 2^-53 * max|x - c_s| absolute in the exponent: relative errors ~1e-15 for ordinary scores.
-# A session whose scores are not finite or span more than _FAST_SPAN (exp(+-_FAST_SPAN/2) must stay
-# normal) takes the exact per-pair path, the reference's formulas, so 1e30, inf and NaN behave as there.
-_FAST_SPAN = 1000.0
-_ROW_OVERHEAD = 8  # per-row cost in "pairs", for splitting work into tasks
-_TASKS_PER_THREAD = 8
-_SERIAL_WORK = 1 << 17  # pair visits below which a parallel launch costs more than it saves
-# reassociation lets LLVM vectorise the row sums; error_model="numpy" drops the zero-division branch
-# (every divisor here is >= the larger e, so > 0). No "nnan"/"ninf": NaN must still compare as NaN.
-_FASTMATH = {"reassoc", "contract", "nsz"}
-
-
-@numba.njit(cache=True, nogil=True)
-def _split_rows(offsets, n_tasks, full_rows):  # pragma: no cover - compiled
-    """Row boundaries of about ``n_tasks`` tasks of equal work (pairs visited plus a per-row overhead)."""
-    n_sessions = offsets.size - 1
-    total = 0.0
-    for s in range(n_sessions):
-        n = offsets[s + 1] - offsets[s]
-        total += (n * n if full_rows else n * (n - 1) // 2) + _ROW_OVERHEAD * n
-    bounds = np.empty(n_tasks + 1, np.int64)
-    bounds[0] = 0
-    k = 1
-    step = total / n_tasks
-    done = 0.0
-    for s in range(n_sessions):
-        off, n = offsets[s], offsets[s + 1] - offsets[s]
-        for r in range(n):
-            done += (n if full_rows else r) + _ROW_OVERHEAD
-            while k < n_tasks and done >= k * step:
-                bounds[k] = off + r + 1
-                k += 1
-    while k <= n_tasks:
-        bounds[k] = offsets[n_sessions]
-        k += 1
-    return bounds
-
-
-@numba.njit(cache=True, nogil=True)
-def _exp_centered(x, offsets, s, e):  # pragma: no cover - compiled
-    """e[k] = exp(x[k] - c) over session s; False (and e untouched) when the fast path does not apply."""
-    lo, hi = offsets[s], offsets[s + 1]
-    if hi - lo < 2:
-        return False
-    xmin, xmax = x[lo], x[lo]
-    for k in range(lo, hi):
-        xmin = min(xmin, x[k])
-        xmax = max(xmax, x[k])
-    if not (xmax - xmin <= _FAST_SPAN):  # also False for inf and NaN
-        return False
-    center = 0.5 * xmin + 0.5 * xmax
-    for k in range(lo, hi):
-        e[k] = np.exp(x[k] - center)
-    return True
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-def _log1p_ratio(a, b):  # pragma: no cover - compiled
-    """log1p(a / b) for 0 < a <= b, branch-free (see above)."""
-    t = a / (b + b + a)
-    w = t * t
-    p = 1.0 / 31.0
-    p = p * w + 1.0 / 29.0
-    p = p * w + 1.0 / 27.0
-    p = p * w + 1.0 / 25.0
-    p = p * w + 1.0 / 23.0
-    p = p * w + 1.0 / 21.0
-    p = p * w + 1.0 / 19.0
-    p = p * w + 1.0 / 17.0
-    p = p * w + 1.0 / 15.0
-    p = p * w + 1.0 / 13.0
-    p = p * w + 1.0 / 11.0
-    p = p * w + 1.0 / 9.0
-    p = p * w + 1.0 / 7.0
-    p = p * w + 1.0 / 5.0
-    p = p * w + 1.0 / 3.0
-    p = p * w + 1.0
-    return 2.0 * t * p
-
-
-@numba.njit(cache=True, nogil=True)
-def _softplus_exact(z):  # pragma: no cover - compiled
-    return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
-
-
-@numba.njit(cache=True, nogil=True)
-def _sigmoid_exact(z):  # pragma: no cover - compiled
-    if z >= 0:
-        return 1.0 / (1.0 + np.exp(-z))
-    ez = np.exp(z)
-    return ez / (1.0 + ez)
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-def _forward_row_fast(x, lab, e, i, start):  # pragma: no cover - compiled
-    xi, li, ei = x[i], lab[i], e[i]
-    total = 0.0
-    pairs = 0
-    for j in range(start, i):
-        dl = li - lab[j]
-        ej = e[j]
-        z = (x[j] - xi) if dl > 0.0 else (xi - x[j])  # x_lo - x_hi
-        small = ej if ej < ei else ei
-        big = ei if ej < ei else ej
-        term = (z if z > 0.0 else 0.0) + _log1p_ratio(small, big)
-        counted = abs(dl) >= FLT_EPSILON  # |dl| < 2^-23: a tie, skipped
-        total += term if counted else 0.0
-        pairs += counted
-    return total, pairs
-
-
-@numba.njit(cache=True, nogil=True)
-def _forward_row_exact(x, lab, i, start):  # pragma: no cover - compiled
-    xi, li = x[i], lab[i]
-    total = 0.0
-    pairs = 0
-    for j in range(start, i):
-        dl = li - lab[j]
-        if abs(dl) < FLT_EPSILON:
-            continue
-        total += _softplus_exact((x[j] - xi) if dl > 0.0 else (xi - x[j]))
-        pairs += 1
-    return total, pairs
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-def _gradient_row_fast(lab, e, k, start, stop):  # pragma: no cover - compiled
-    lk, ek = lab[k], e[k]
-    total = 0.0
-    pairs = 0
-    for m in range(start, stop):  # m == k is a tie (dl = 0) and drops out
-        dl = lk - lab[m]
-        em = e[m]
-        # k above m: d/dx_k softplus(x_m - x_k) = -sigmoid(x_m - x_k) = -e_m / (e_m + e_k); below: +e_k / (...)
-        v = (-em if dl > 0.0 else ek) / (ek + em)
-        counted = abs(dl) >= FLT_EPSILON
-        total += v if counted else 0.0
-        pairs += counted
-    return total, pairs
-
-
-@numba.njit(cache=True, nogil=True)
-def _gradient_row_exact(x, lab, k, start, stop):  # pragma: no cover - compiled
-    xk, lk = x[k], lab[k]
-    total = 0.0
-    pairs = 0
-    for m in range(start, stop):
-        dl = lk - lab[m]
-        if abs(dl) < FLT_EPSILON:
-            continue
-        if dl > 0.0:
-            total -= _sigmoid_exact(x[m] - xk)
-        else:
-            total += _sigmoid_exact(xk - x[m])
-        pairs += 1
-    return total, pairs
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _forward_loop(x, lab, offsets, bounds, out):  # pragma: no cover - compiled
-    n_sessions = offsets.size - 1
-    e = np.empty(x.size)
-    fast = np.zeros(n_sessions, np.bool_)
-    for s in numba.prange(n_sessions):
-        fast[s] = _exp_centered(x, offsets, s, e)
-    row_sum = np.empty(x.size)
-    row_cnt = np.empty(x.size, np.int64)
-    for t in numba.prange(bounds.size - 1):
-        r0, r1 = bounds[t], bounds[t + 1]
-        if r0 == r1:
-            continue
-        s = np.searchsorted(offsets, r0, side="right") - 1
-        for i in range(r0, r1):
-            while i >= offsets[s + 1]:
-                s += 1
-            if fast[s]:
-                row_sum[i], row_cnt[i] = _forward_row_fast(x, lab, e, i, offsets[s])
-            else:
-                row_sum[i], row_cnt[i] = _forward_row_exact(x, lab, i, offsets[s])
-    for s in numba.prange(n_sessions):
-        total = 0.0
-        pairs = 0
-        for i in range(offsets[s], offsets[s + 1]):
-            total += row_sum[i]
-            pairs += row_cnt[i]
-        out[s] = total / pairs if pairs else 0.0  # no discordant pair: nothing to learn, loss 0
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _gradient_loop(x, lab, g, offsets, bounds, out):  # pragma: no cover - compiled
-    n_sessions = offsets.size - 1
-    e = np.empty(x.size)
-    fast = np.zeros(n_sessions, np.bool_)
-    for s in numba.prange(n_sessions):
-        fast[s] = _exp_centered(x, offsets, s, e)
-    row_cnt = np.empty(x.size, np.int64)
-    for t in numba.prange(bounds.size - 1):
-        r0, r1 = bounds[t], bounds[t + 1]
-        if r0 == r1:
-            continue
-        s = np.searchsorted(offsets, r0, side="right") - 1
-        for k in range(r0, r1):
-            while k >= offsets[s + 1]:
-                s += 1
-            if fast[s]:
-                out[k], row_cnt[k] = _gradient_row_fast(lab, e, k, offsets[s], offsets[s + 1])
-            else:
-                out[k], row_cnt[k] = _gradient_row_exact(x, lab, k, offsets[s], offsets[s + 1])
-    for s in numba.prange(n_sessions):
-        pairs = 0
-        for k in range(offsets[s], offsets[s + 1]):
-            pairs += row_cnt[k]
-        pairs //= 2  # every pair was visited from both ends
-        scale = g[s] / pairs if pairs else 0.0
-        for k in range(offsets[s], offsets[s + 1]):
-            out[k] *= scale
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _second_order_loop(x, lab, g, v, offsets, bounds, hv, gg):  # pragma: no cover - compiled
-    # Row k visits every partner m of its session (both triangles), so rows need no synchronisation:
-    # hv[k] = sum_m w_km (v_k - v_m), vraw[k] = v_k * (d/dx_k of the pair sum), row_cnt[k] = partners.
-    n_sessions = offsets.size - 1
-    row_cnt = np.empty(x.size, np.int64)
-    vraw = np.empty(x.size)
-    for t in numba.prange(bounds.size - 1):
-        r0, r1 = bounds[t], bounds[t + 1]
-        if r0 == r1:
-            continue
-        s = np.searchsorted(offsets, r0, side="right") - 1
-        for k in range(r0, r1):
-            while k >= offsets[s + 1]:
-                s += 1
-            xk, lk, vk = x[k], lab[k], v[k]
-            acc_h = 0.0
-            acc_d = 0.0
-            cnt = 0
-            for m in range(offsets[s], offsets[s + 1]):
-                dl = lk - lab[m]
-                if abs(dl) < FLT_EPSILON:
-                    continue
-                # sigma of (x_lo - x_hi); d/dx_k of softplus(x_lo - x_hi) is -sigma above m, +sigma below
-                sig = _sigmoid_exact(x[m] - xk) if dl > 0.0 else _sigmoid_exact(xk - x[m])
-                acc_h += sig * (1.0 - sig) * (vk - v[m])
-                acc_d += -sig if dl > 0.0 else sig
-                cnt += 1
-            hv[k] = acc_h
-            vraw[k] = vk * acc_d
-            row_cnt[k] = cnt
-    for s in numba.prange(n_sessions):
-        pairs = 0
-        total = 0.0
-        for k in range(offsets[s], offsets[s + 1]):
-            pairs += row_cnt[k]
-            total += vraw[k]
-        pairs //= 2
-        scale = g[s] / pairs if pairs else 0.0
-        for k in range(offsets[s], offsets[s + 1]):
-            hv[k] *= scale
-        gg[s] = total / pairs if pairs else 0.0
-
-
-_forward_loop_serial = serial_twin(_forward_loop)
-_gradient_loop_serial = serial_twin(_gradient_loop)
-_second_order_loop_serial = serial_twin(_second_order_loop)
-
-
-def _layout(flat: np.ndarray, lens: np.ndarray, full_rows: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """float64 scores, session offsets, task bounds for the loops, and whether to run them in parallel."""
-    offsets = np.zeros(lens.size + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    work = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2)) + _ROW_OVERHEAD * flat.size
-    parallel = work >= _SERIAL_WORK and numba.get_num_threads() > 1
-    n_tasks = max(1, min(flat.size, numba.get_num_threads() * _TASKS_PER_THREAD)) if parallel else 1
-    bounds = _split_rows(offsets, n_tasks, full_rows)
-    return np.ascontiguousarray(flat, dtype=np.float64), offsets, bounds, parallel
+# The vectorised pair loops of ops.pair_loops (module doc there): float32 arithmetic for float16/float32
+# scores, float64 for float64, the exact per-pair path for sessions with extreme or non-finite scores.
+def working_precision(dtype: np.dtype) -> np.dtype:
+    """float32 for float16/float32 scores, float64 for float64."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
 
 
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
-    x64, offsets, bounds, parallel = _layout(flat, lens, full_rows=False)
-    out = np.zeros(lens.size, np.float64)
-    (_forward_loop if parallel else _forward_loop_serial)(x64, lab, offsets, bounds, out)
+    plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=False)
+    sums, pairs = logistic_forward(plan)
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no discordant pair: loss 0
     return out.astype(x.dtype)
 
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None) -> np.ndarray:
     x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
-    x64, offsets, bounds, parallel = _layout(flat, lens, full_rows=True)
-    dx = np.zeros(flat.shape[0], np.float64)
-    (_gradient_loop if parallel else _gradient_loop_serial)(x64, lab, g.astype(np.float64), offsets, bounds, dx)
-    return dx.reshape(x.shape).astype(x.dtype)
+    plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
+    slope, pairs = logistic_gradient(plan)
+    scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
+    return (slope * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype)
 
 
 def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
                           lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    x, flat, lab, lens, g, v = _prepare_second_order(scores, labels, loss_grad, direction, lengths)
-    x64, offsets, bounds, parallel = _layout(flat, lens, full_rows=True)
-    hv = np.zeros(flat.shape[0], np.float64)
-    gg = np.zeros(lens.size, np.float64)
-    loop = _second_order_loop if parallel else _second_order_loop_serial
-    loop(x64, lab, g.astype(np.float64), v.astype(np.float64), offsets, bounds, hv, gg)
-    return hv.reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
+    x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    hv, dot, pairs = logistic_second_order(flat, lab, lens, v)
+    scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
+    gg = np.divide(dot, pairs, out=np.zeros(lens.size), where=pairs > 0)
+    return (hv * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
 # ---- CUDA kernels (torch tensors) ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ contiguous sessions, and outputs one value per session.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,14 @@ import numpy.typing as npt
 
 from pairloss._checks import as_float_array, as_session_labels, check_lengths, column_to_flat
 
-__all__ = ["LENGTHS_DOC", "per_session_output", "prepare_sessions"]
+__all__ = [
+    "LENGTHS_DOC",
+    "per_session_output",
+    "prepare_second_order",
+    "prepare_sessions",
+    "sigmoid",
+    "softplus",
+]
 
 LENGTHS_DOC = ("Optional session sizes, 1-D non-negative integers summing to N; sessions are contiguous. "
                "Without it all N items form one session.")
@@ -40,3 +48,28 @@ def prepare_sessions(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.
         msg = f"loss_grad must have one entry per session, shape ({lens.size},); got shape {g.shape}"
         raise ValueError(msg)
     return x, flat, labels64, lens, g
+
+
+def prepare_second_order(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
+                          direction: npt.ArrayLike, lengths: npt.ArrayLike | None) -> tuple[np.ndarray, ...]:
+    """prepare_sessions plus the direction X_grad_grad, which must have the shape of X."""
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    v = as_float_array("X_grad_grad", direction)
+    if v.shape != x.shape:
+        msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
+        raise ValueError(msg)
+    return x, flat, lab, lens, g, v.reshape(-1)
+
+
+def softplus(z: float) -> float:
+    """log(1 + exp(z)) in float64, for the references."""
+    # relu(z) + log1p(exp(-|z|)): exact and finite for every finite z, where log(1 + exp(z)) overflows
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+def sigmoid(z: float) -> float:
+    """1 / (1 + exp(-z)) in float64 without overflow, for the references."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)

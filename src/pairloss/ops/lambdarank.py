@@ -1,0 +1,372 @@
+r"""LambdaRankLoss: the pairwise logistic loss with each pair weighted by the NDCG change of swapping it.
+
+For session :math:`s`, rank every item by its current score (descending; equal scores keep their input
+order), and let :math:`G_i` be its gain (:math:`2^{l_i} - 1`, or :math:`l_i` with ``gain="linear"``),
+:math:`D_i = 1/\log_2(1 + \text{rank}_i)` its discount (0 beyond rank ``topn`` when ``topn > 0``) and
+:math:`\text{IDCG}_s` the session's ideal DCG (cut at ``topn`` likewise). Each label-discordant pair gets the
+weight
+
+.. math:: w_{ij} = \frac{|G_i - G_j|\,|D_i - D_j|}{\text{IDCG}_s} = |\Delta \text{NDCG}_{ij}|,
+
+the change in the session's NDCG if :math:`i` and :math:`j` swapped places, and
+
+.. math:: Y_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} w_{hi,lo}\,\log\bigl(1 + e^{-\sigma (x_{hi} - x_{lo})}\bigr)
+
+normalised, like PairWiseLoss, by the number of discordant pairs :math:`|P_s|` (ties skipped the same way;
+``Y_s = 0`` without pairs or when IDCG is 0). With ``topn`` only pairs with an item in the current top
+``topn`` carry weight. The weights depend on the scores only through the ranking, which is piecewise
+constant: they are **constants for the gradient** (as in LightGBM's lambdarank, TF-Ranking's
+``NDCGLambdaWeight`` and Rax's ``dcg_lambdaweight``), so the gradient is LambdaRank's lambdas,
+:math:`\partial Y_s / \partial x_{hi} = -\sigma\,w\,\sigma(-\sigma(x_{hi} - x_{lo})) / |P_s|`.
+
+References: Burges, Ragno & Le, 2006, "Learning to rank with nonsmooth cost functions"; Burges, 2010,
+"From RankNet to LambdaRank to LambdaMART: an overview"; Wang et al., 2018, "The LambdaLoss framework for
+ranking metric optimization".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from pairloss._checks import FLT_EPSILON
+from pairloss.ops.pair_loops import (
+    PairWeights,
+    logistic_forward,
+    logistic_gradient,
+    logistic_second_order,
+    plan_sessions,
+)
+from pairloss.ops.pairwise_loss import working_precision
+from pairloss.ops.sessions import (
+    LENGTHS_DOC,
+    per_session_output,
+    prepare_second_order,
+    prepare_sessions,
+    sigmoid,
+    softplus,
+)
+from pairloss.registry import (
+    GI,
+    GO,
+    I,
+    OperatorDef,
+    gradient_def,
+    operator_schema,
+    register_cpu_operator,
+    register_gradient,
+)
+
+__all__ = [
+    "GAINS",
+    "GRADIENT_GRADIENT_SCHEMA",
+    "GRADIENT_SCHEMA",
+    "SCHEMA",
+    "lambdarank_loss",
+    "lambdarank_loss_gradient",
+    "lambdarank_weights",
+]
+
+GAINS = ("exp2", "linear")
+_MAX_EXP2_LABEL = 1023  # 2**1024 - 1 overflows float64
+_SIGMA_DOC = "Scale of the score difference in the logistic loss, log(1 + exp(-sigma (x_hi - x_lo)))."
+_TOPN_DOC = "Truncation: only pairs with an item in the current top `topn` carry weight (0: all pairs)."
+_GAIN_DOC = "Label gain: 'exp2' (2**label - 1, the NDCG of LightGBM and LETOR) or 'linear' (label)."
+
+
+def _args(schema: Any) -> Any:
+    return (schema.arg("sigma", float, default=1.0, doc=_SIGMA_DOC)
+            .arg("topn", int, default=0, doc=_TOPN_DOC)
+            .arg("gain", str, default="exp2", doc=_GAIN_DOC))
+
+
+SCHEMA = _args(
+    operator_schema("LambdaRankLoss")
+    .num_inputs(2, 3)
+    .num_outputs(1)
+    .input(0, "X", "Scores, shape (N,) or (N, 1); float16/32/64.")
+    .input(1, "label", "Relevance grades, shape (N,) or (N, 1); non-negative integers or floats.")
+    .input(2, "lengths", LENGTHS_DOC, optional=True)
+    .output(0, "Y", "LambdaRank-weighted pairwise logistic loss per session, shape (S,); dtype of X.")
+    .tensor_inference_function(per_session_output)
+    .set_doc(__doc__)
+)
+
+GRADIENT_SCHEMA = _args(
+    operator_schema("LambdaRankLossGradient")
+    .num_inputs(3, 4)
+    .num_outputs(1)
+    .input(0, "X", "Forward scores.")
+    .input(1, "label", "Forward labels.")
+    .input(2, "Y_grad", "Gradient with respect to the per-session loss Y, shape (S,).")
+    .input(3, "lengths", LENGTHS_DOC, optional=True)
+    .output(0, "X_grad", "Gradient with respect to X (the lambdas times Y_grad / |P|); shape and dtype of X.")
+    .identical_type_and_shape(0)
+    .gradient_op()
+    .set_doc("Gradient of LambdaRankLoss with respect to X, the pair weights held constant.")
+)
+
+GRADIENT_GRADIENT_SCHEMA = _args(
+    operator_schema("LambdaRankLossGradientGradient")
+    .num_inputs(4, 5)
+    .num_outputs(2)
+    .input(0, "X", "Forward scores.")
+    .input(1, "label", "Forward labels.")
+    .input(2, "Y_grad", "The Y_grad that LambdaRankLossGradient was given, shape (S,).")
+    .input(3, "X_grad_grad", "Gradient with respect to LambdaRankLossGradient's output X_grad; shape of X.")
+    .input(4, "lengths", LENGTHS_DOC, optional=True)
+    .output(0, "X_grad", "Its gradient with respect to X (the weighted Hessian-vector product, weights "
+                         "constant); shape and dtype of X.")
+    .output(1, "Y_grad_grad", "Its gradient with respect to Y_grad; shape (S,), dtype of X.")
+    .tensor_inference_function(lambda specs, _args: [specs[0], ((specs[2][0][0],), specs[0][1])])
+    .gradient_op()
+    .set_doc("Second derivatives of LambdaRankLoss (double backward), the pair weights held constant. "
+             "It has no gradient itself.")
+)
+
+
+# ---- weights ------------------------------------------------------------------------------------------
+def _check_args(labels64: np.ndarray, sigma: float, topn: int, gain: str) -> None:
+    if gain not in GAINS:
+        msg = f"gain must be one of {GAINS}; got {gain!r}"
+        raise ValueError(msg)
+    if topn < 0:
+        msg = f"topn must be >= 0 (0: no truncation); got {topn}"
+        raise ValueError(msg)
+    if not (sigma > 0 and math.isfinite(sigma)):
+        msg = f"sigma must be a positive finite number; got {sigma}"
+        raise ValueError(msg)
+    if labels64.size and labels64.min() < 0:
+        msg = f"labels must be non-negative relevance grades for NDCG gains; got min {labels64.min()}"
+        raise ValueError(msg)
+    if gain == "exp2" and labels64.size and labels64.max() > _MAX_EXP2_LABEL:
+        msg = (f"gain='exp2' needs labels <= {_MAX_EXP2_LABEL} (2**label - 1 overflows float64); got max "
+               f"{labels64.max()}; use gain='linear'")
+        raise ValueError(msg)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _session_weights(x, gains, offsets, topn, discount, inv_ideal):  # pragma: no cover - compiled
+    for s in numba.prange(offsets.size - 1):
+        lo, hi = offsets[s], offsets[s + 1]
+        n = hi - lo
+        if n == 0:
+            continue
+        order = np.argsort(-x[lo:hi], kind="mergesort")  # stable: equal scores keep their input order
+        cut = n if topn == 0 else min(n, topn)
+        for r in range(n):
+            discount[lo + order[r]] = 1.0 / np.log2(2.0 + r) if r < cut else 0.0
+        ideal = np.sort(gains[lo:hi])[::-1]
+        idcg = 0.0
+        for r in range(cut):
+            idcg += ideal[r] / np.log2(2.0 + r)
+        inv = 1.0 / idcg if idcg > 0.0 else 0.0
+        for k in range(lo, hi):
+            inv_ideal[k] = inv
+
+
+def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, *, topn: int,
+                       gain: str) -> PairWeights:
+    """Per-item gains, discounts (from the current ranking by ``scores``) and inverse ideal DCG."""
+    offsets = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    gains = np.exp2(labels64) - 1.0 if gain == "exp2" else labels64.astype(np.float64, copy=True)
+    discount = np.zeros(labels64.size)
+    inv_ideal = np.zeros(labels64.size)
+    # NaN scores rank last (argsort of -NaN), as np.argsort puts NaN at the end
+    _session_weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), discount, inv_ideal)
+    return PairWeights(gains, discount, inv_ideal)
+
+
+def _pair_weight(w: PairWeights, i: int, j: int) -> float:
+    return abs(w.gain[i] - w.gain[j]) * abs(w.discount[i] - w.discount[j]) * w.inv_ideal[i]
+
+
+# ---- reference (float64, every pair) -----------------------------------------------------------------
+def _reference_weights(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, topn: int, gain: str) -> PairWeights:
+    """The weights by their definition, in plain Python (the reference does not trust the fast one)."""
+    gains = [2.0 ** float(v) - 1.0 if gain == "exp2" else float(v) for v in lab]
+    discount = [0.0] * len(lab)
+    inv_ideal = [0.0] * len(lab)
+    offset = 0
+    for n in lens.tolist():
+        idx = list(range(offset, offset + n))
+        ranked = sorted(idx, key=lambda k: (-float(flat[k]) if not math.isnan(flat[k]) else math.inf, k))
+        cut = n if topn == 0 else min(n, topn)
+        for r, k in enumerate(ranked):
+            discount[k] = 1.0 / math.log2(2.0 + r) if r < cut else 0.0
+        ideal = sorted((gains[k] for k in idx), reverse=True)
+        idcg = sum(ideal[r] / math.log2(2.0 + r) for r in range(cut))
+        for k in idx:
+            inv_ideal[k] = 1.0 / idcg if idcg > 0 else 0.0
+        offset += n
+    return PairWeights(np.array(gains), np.array(discount), np.array(inv_ideal))
+
+
+def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
+                      sigma: float, topn: int, gain: str) -> np.ndarray:
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    _check_args(lab, sigma, topn, gain)
+    w = _reference_weights(flat, lab, lens, topn, gain)
+    out = np.zeros(lens.size)
+    offset = 0
+    for s, n in enumerate(lens):
+        total, pairs = 0.0, 0
+        for i in range(offset, offset + n):
+            for j in range(offset, i):
+                if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                    continue
+                hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
+                total += _pair_weight(w, hi, lo) * softplus(sigma * (float(flat[lo]) - float(flat[hi])))
+                pairs += 1
+        out[s] = total / pairs if pairs else 0.0
+        offset += n
+    return out.astype(x.dtype)
+
+
+def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                       lengths: np.ndarray | None = None, *, sigma: float, topn: int, gain: str) -> np.ndarray:
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    _check_args(lab, sigma, topn, gain)
+    w = _reference_weights(flat, lab, lens, topn, gain)
+    dx = np.zeros(flat.size)
+    offset = 0
+    for s, n in enumerate(lens):
+        pairs = 0
+        for i in range(offset, offset + n):
+            for j in range(offset, i):
+                if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                    continue
+                hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
+                lam = sigma * _pair_weight(w, hi, lo) * sigmoid(sigma * (float(flat[lo]) - float(flat[hi])))
+                dx[hi] -= lam * float(g[s])
+                dx[lo] += lam * float(g[s])
+                pairs += 1
+        if pairs:
+            dx[offset:offset + n] /= pairs
+        offset += n
+    return dx.reshape(x.shape).astype(x.dtype)
+
+
+def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
+                                direction: np.ndarray, lengths: np.ndarray | None = None, *, sigma: float,
+                                topn: int, gain: str) -> tuple[np.ndarray, np.ndarray]:
+    x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    _check_args(lab, sigma, topn, gain)
+    w = _reference_weights(flat, lab, lens, topn, gain)
+    hv = np.zeros(flat.size)
+    gg = np.zeros(lens.size)
+    offset = 0
+    for s, n in enumerate(lens):
+        pairs = 0
+        for i in range(offset, offset + n):
+            for j in range(offset, i):
+                if abs(lab[i] - lab[j]) < FLT_EPSILON:
+                    continue
+                hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
+                wp = _pair_weight(w, hi, lo)
+                sig = sigmoid(sigma * (float(flat[lo]) - float(flat[hi])))
+                curv = sigma * sigma * wp * sig * (1.0 - sig)
+                hv[i] += curv * (float(v[i]) - float(v[j]))
+                hv[j] += curv * (float(v[j]) - float(v[i]))
+                gg[s] += sigma * wp * sig * (float(v[lo]) - float(v[hi]))
+                pairs += 1
+        if pairs:
+            hv[offset:offset + n] *= float(g[s]) / pairs
+            gg[s] /= pairs
+        offset += n
+    return hv.reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
+
+
+# ---- CPU kernels: the weighted pair loops of ops.pair_loops -------------------------------------------
+def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *, sigma: float,
+                topn: int, gain: str) -> np.ndarray:
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    _check_args(lab, sigma, topn, gain)
+    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
+    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=False)
+    sums, pairs = logistic_forward(plan, weights)
+    return np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0).astype(x.dtype)
+
+
+def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, lengths: np.ndarray | None = None,
+                 *, sigma: float, topn: int, gain: str) -> np.ndarray:
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    _check_args(lab, sigma, topn, gain)
+    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
+    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    slope, pairs = logistic_gradient(plan, weights)
+    scale = np.divide(sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
+    return (slope * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype)
+
+
+def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
+                          lengths: np.ndarray | None = None, *, sigma: float, topn: int,
+                          gain: str) -> tuple[np.ndarray, np.ndarray]:
+    x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
+    _check_args(lab, sigma, topn, gain)
+    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
+    hv, dot, pairs = logistic_second_order(flat * sigma, lab, lens, v, weights)
+    scale = np.divide(sigma * sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
+    gg = np.divide(sigma * dot, pairs, out=np.zeros(lens.size), where=pairs > 0)
+    return (hv * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
+
+
+# ---- gradient definitions -----------------------------------------------------------------------------
+def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
+    inputs: list[Any] = [I(0), I(1), GO(0)] + ([I(2)] if len(op.inputs) == 3 else [])
+    return [gradient_def(op, "LambdaRankLossGradient", inputs, [GI(0)])]
+
+
+def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    inputs: list[Any] = [I(0), I(1), I(2), GO(0)] + ([I(3)] if len(op.inputs) == 4 else [])
+    return [gradient_def(op, "LambdaRankLossGradientGradient", inputs, [GI(0), GI(2)])]
+
+
+register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
+register_gradient(SCHEMA, _gradient_maker)
+register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+register_gradient(GRADIENT_SCHEMA, _second_order_maker)
+register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
+
+
+# ---- public NumPy functions ---------------------------------------------------------------------------
+def lambdarank_loss(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None = None, *,
+                    sigma: float = 1.0, topn: int = 0, gain: str = "exp2") -> np.ndarray:
+    r"""LambdaRank loss per session: the pairwise logistic loss, each pair weighted by its |ΔNDCG|.
+
+    .. math:: Y_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} |\Delta\text{NDCG}_{hi,lo}|\,
+              \log\bigl(1 + e^{-\sigma (x_{hi} - x_{lo})}\bigr)
+
+    Args:
+        scores: Scores, shape (N,) or (N, 1), float16/32/64.
+        labels: Relevance grades, shape (N,) or (N, 1), non-negative; pairs closer than 2^-23 are ties.
+        lengths: Session sizes, 1-D non-negative integers summing to N. None: one session.
+        sigma: Scale of the score difference.
+        topn: Only pairs with an item in the current top ``topn`` carry weight; 0: all pairs.
+        gain: ``"exp2"`` (2^label - 1) or ``"linear"`` (label).
+
+    Returns:
+        Shape (S,) (or (1,) without ``lengths``), dtype of ``scores``.
+
+    Examples:
+        >>> import numpy as np
+        >>> lambdarank_loss(np.array([0.0, 1.0, 2.0]), np.array([2, 1, 0]))   # the worst ranking
+        array([0.36895673])
+        >>> lambdarank_loss(np.array([2.0, 1.0, 0.0]), np.array([2, 1, 0]))   # the best one: smaller
+        array([0.04247199])
+    """
+    resolved = SCHEMA.resolve_args({"sigma": sigma, "topn": topn, "gain": gain})
+    return forward_cpu(scores, labels, lengths, **resolved)
+
+
+def lambdarank_loss_gradient(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
+                             lengths: npt.ArrayLike | None = None, *, sigma: float = 1.0, topn: int = 0,
+                             gain: str = "exp2") -> np.ndarray:
+    """Gradient of :func:`lambdarank_loss` with respect to ``scores`` (the lambdas), weights held constant."""
+    resolved = GRADIENT_SCHEMA.resolve_args({"sigma": sigma, "topn": topn, "gain": gain})
+    return gradient_cpu(scores, labels, loss_grad, lengths, **resolved)

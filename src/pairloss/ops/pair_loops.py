@@ -1,0 +1,672 @@
+r"""The CPU pair loops of the pairwise logistic family (PairWiseLoss, LambdaRankLoss).
+
+For a label-discordant pair (hi, lo) of a session with centre :math:`c_s`, and :math:`e_k = e^{x_k - c_s}`:
+
+.. math::
+    \operatorname{softplus}(x_{lo} - x_{hi}) = \operatorname{relu}(x_{lo} - x_{hi}) + \log(1 + q),
+    \qquad q = \frac{\min(e_{hi}, e_{lo})}{\max(e_{hi}, e_{lo})} = e^{-|x_{hi} - x_{lo}|}
+
+    \sigma(x_{lo} - x_{hi}) = \frac{e_{lo}}{e_{lo} + e_{hi}}
+
+and :math:`\log(1 + q) = 2\,\operatorname{atanh}(t)`, :math:`t = q / (2 + q) \in [0, 1/3]`, whose odd series in
+:math:`w = t^2 \le 1/9` is cut after 7 terms in float32 (truncation below 2e-8 relative) and 16 in float64
+(below 2e-17). A pair costs one division and a short polynomial, both branch-free, so the inner loops
+vectorise (8 float32 or 4 float64 lanes on AVX2), where ``exp`` and ``log1p`` per pair would not. The
+loops take care that LLVM can vectorise them: a conditional picks between computed values, never between
+two loads (which LLVM turns into a gather), and every constant has the working dtype (a float32 mixed with a
+Python number becomes float64 in Numba).
+
+Precision. float16/float32 scores run in float32 arithmetic (each pair's term within a few float32 ulps,
+sums in float64), float64 scores in float64. A session whose scores span more than ``FAST_SPAN`` of its
+precision (so that every :math:`e_k` stays a normal number), or hold inf or NaN, takes the exact per-pair
+path: ``exp``/``log1p`` in float64, the reference's formulas, so extreme scores behave as there.
+
+Work layout (results do not depend on the number of threads):
+
+- **small sessions** (fast, 2 to ``SMALL_SESSION`` items) are walked by *diagonals*: for :math:`d = 1, 2,
+  \dots` every item :math:`k` pairs with :math:`k - d` when both lie in one session, so one contiguous,
+  vectorised loop covers the pairs of many sessions at once, with no per-session overhead. Runs of such
+  sessions are cut into chunks of about ``CHUNK_ITEMS`` items, which stay in cache; chunks run in parallel;
+- **other sessions** are walked by *rows*: item :math:`i` against the items before it (forward) or against
+  every item of its session (gradient, so rows need no synchronisation), cut into tasks of about equal pair
+  counts, so one huge session and many medium ones both keep every thread busy.
+
+Pair weights (LambdaRank's :math:`|\Delta\text{NDCG}|`) are :math:`|G_i - G_j|\,|D_i - D_j|\,\text{inv}_i` from
+per-item gains :math:`G`, discounts :math:`D` and the inverse ideal DCG of the item's session; they are
+constants here (the caller computes them from the current ranking).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numba.extending import overload
+
+from pairloss._backends import parallel_allowed, serial_twin
+from pairloss._checks import FLT_EPSILON
+
+__all__ = [
+    "FAST_SPAN",
+    "PAD",
+    "PairWeights",
+    "SessionPlan",
+    "logistic_forward",
+    "logistic_gradient",
+    "logistic_second_order",
+    "plan_sessions",
+]
+
+SMALL_SESSION = 32
+CHUNK_ITEMS = 2048
+# exp(+-span/2) must stay a normal number in the working precision
+FAST_SPAN = {np.dtype(np.float32): 80.0, np.dtype(np.float64): 600.0}
+# t * t is clamped from below so that tiny q never makes the polynomial work on subnormals (2t is then q)
+_W_MIN = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 1e-290}
+_SERIES_TERMS = {np.dtype(np.float32): 7, np.dtype(np.float64): 16}
+_ROW_OVERHEAD = 16  # a row's fixed cost, in pairs, for splitting rows into tasks of equal work
+_TASKS_PER_THREAD = 4
+_PARALLEL_PAIRS = 1 << 18  # below this many pair visits one thread finishes before a launch pays off
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@dataclass(frozen=True)
+class PairWeights:
+    """LambdaRank pair weights ``|G_i - G_j| |D_i - D_j| inv_i`` as per-item float64 arrays."""
+
+    gain: np.ndarray
+    discount: np.ndarray
+    inv_ideal: np.ndarray
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """How one call walks its sessions (see the module doc); built by :func:`plan_sessions`."""
+
+    lens: np.ndarray  # (S,) int64
+    offsets: np.ndarray  # (S + 1,) int64
+    fast: np.ndarray  # (S,) bool: the vectorised path applies
+    x: np.ndarray  # scores, working precision
+    x64: np.ndarray  # scores, float64 (exact path)
+    labels: np.ndarray  # labels in the working precision where that is exact, else float64
+    labels64: np.ndarray
+    e: np.ndarray  # exp(x - centre of the session), working precision (meaningless for exact sessions)
+    pos: np.ndarray  # position of each item within its session, working precision
+    chunks: np.ndarray  # (C, 2) item ranges of the diagonal chunks
+    chunk_depth: np.ndarray  # (C,) size of the largest session in each chunk
+    row_tasks: np.ndarray  # (T + 1,) row boundaries of the row tasks over the row sessions
+    row_items: np.ndarray  # items of the row sessions, in order (tasks index into it)
+    lanes: np.ndarray  # 0..7 in the working precision, for the masked last group of a row
+    coefficients: tuple  # atanh series, working precision
+    w_min: np.floating
+    eps: np.floating  # the tie tolerance in the labels' dtype
+    parallel: bool
+
+
+# ---- planning -----------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _centres(x, offsets, span_limit, centre, fast):  # pragma: no cover - compiled
+    for s in range(offsets.size - 1):
+        lo, hi = offsets[s], offsets[s + 1]
+        centre[s] = 0.0
+        fast[s] = False
+        if hi == lo:
+            continue
+        xmin, xmax = x[lo], x[lo]
+        for k in range(lo + 1, hi):
+            xmin = min(xmin, x[k])
+            xmax = max(xmax, x[k])
+        if xmax - xmin <= span_limit:  # False for inf and NaN too
+            centre[s] = 0.5 * xmin + 0.5 * xmax
+            fast[s] = True
+
+
+@numba.njit(cache=True, nogil=True)
+def _positions(offsets, pos):  # pragma: no cover - compiled
+    for s in range(offsets.size - 1):
+        for k in range(offsets[s], offsets[s + 1]):
+            pos[k] = k - offsets[s]
+
+
+@numba.njit(cache=True, nogil=True)
+def _diagonal_chunks(offsets, small, chunk_items):  # pragma: no cover - compiled
+    """Item ranges of chunks of consecutive small sessions (about chunk_items each) and their depth."""
+    n_sessions = offsets.size - 1
+    ranges = np.empty((n_sessions, 2), np.int64)
+    depth = np.empty(n_sessions, np.int64)
+    n = 0
+    s = 0
+    while s < n_sessions:
+        if not small[s]:
+            s += 1
+            continue
+        start = offsets[s]
+        deepest = 0
+        while s < n_sessions and small[s] and offsets[s] - start < chunk_items:
+            deepest = max(deepest, offsets[s + 1] - offsets[s])
+            s += 1
+        ranges[n, 0] = start
+        ranges[n, 1] = offsets[s]
+        depth[n] = deepest
+        n += 1
+    return ranges[:n], depth[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_tasks(offsets, sessions, full_rows, n_tasks):  # pragma: no cover - compiled
+    """The rows of ``sessions`` in order, and task boundaries (indices into them) of about equal work."""
+    n_rows = 0
+    total = 0.0
+    for s in sessions:
+        n = offsets[s + 1] - offsets[s]
+        n_rows += n
+        total += (n * n if full_rows else n * (n - 1) // 2) + _ROW_OVERHEAD * n
+    rows = np.empty(n_rows, np.int64)
+    bounds = np.empty(n_tasks + 1, np.int64)
+    bounds[0] = 0
+    step = total / n_tasks
+    done = 0.0
+    k = 1
+    r = 0
+    for s in sessions:
+        n = offsets[s + 1] - offsets[s]
+        for i in range(n):
+            rows[r] = offsets[s] + i
+            r += 1
+            done += (n if full_rows else i) + _ROW_OVERHEAD
+            while k < n_tasks and done >= k * step:
+                bounds[k] = r
+                k += 1
+    while k <= n_tasks:
+        bounds[k] = n_rows
+        k += 1
+    return rows, bounds
+
+
+def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, precision: np.dtype, *,
+                  full_rows: bool) -> SessionPlan:
+    """The walk of one call. ``full_rows``: the gradient's rows (both triangles) rather than the forward's."""
+    precision = np.dtype(precision)
+    offsets = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    x64 = np.ascontiguousarray(flat_scores, dtype=np.float64)
+    centre = np.empty(lens.size)
+    fast = np.empty(lens.size, np.bool_)
+    _centres(x64, offsets, FAST_SPAN[precision], centre, fast)
+    shifted = x64 - np.repeat(centre, lens)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # NumPy's exp is vectorised (float32 with AVX2); exact sessions may overflow here and never read it
+        e = _padded(np.exp(shifted.astype(precision)))
+    pos = np.zeros(x64.size + PAD, precision)
+    _positions(offsets, pos)
+    lab = labels64.astype(precision)
+    labels = _padded(lab if np.array_equal(lab, labels64) else labels64)
+    small = fast & (lens >= 2) & (lens <= SMALL_SESSION)
+    chunks, depth = _diagonal_chunks(offsets, small, CHUNK_ITEMS)
+    row_sessions = np.flatnonzero(~small & (lens >= 2))
+    pair_visits = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2))
+    threads = numba.get_num_threads()
+    parallel = parallel_allowed(pair_visits >= _PARALLEL_PAIRS and threads > 1)
+    n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
+    rows, bounds = _row_tasks(offsets, row_sessions, full_rows, n_tasks)
+    return SessionPlan(lens, offsets, fast, _padded(x64.astype(precision)), x64, labels, labels64, e, pos, chunks,
+                       depth, bounds, rows, np.arange(PAD, dtype=precision),
+                       tuple(precision.type(1.0 / (2 * k + 1)) for k in range(_SERIES_TERMS[precision])),
+                       precision.type(_W_MIN[precision]), labels.dtype.type(FLT_EPSILON), parallel)
+
+
+def _padded(values: np.ndarray) -> np.ndarray:
+    """``values`` followed by PAD zeros: a row's masked last group of 8 may read past its session."""
+    out = np.zeros(values.size + PAD, values.dtype)
+    out[:values.size] = values
+    return out
+
+
+# ---- per-pair arithmetic ------------------------------------------------------------------------------
+def _horner(w: float, coef: tuple) -> float:
+    """sum(coef[k] * w**k), Horner's scheme (the compiled version is unrolled for the tuple's length)."""
+    p = coef[-1]
+    for c in coef[-2::-1]:
+        p = p * w + c
+    return p
+
+
+def _like(value: float, like: float) -> float:
+    """``value`` converted to the dtype of the scalar ``like`` (compiled: a plain cast)."""
+    return type(like)(value)
+
+
+@overload(_like, inline="always")
+def _like_compiled(value, like):
+    # In Numba a float32 combined with a bool or a Python number becomes float64, which would halve the
+    # vector width of a float32 loop: every such conversion goes through this cast.
+    cast = numba.np.numpy_support.as_dtype(like).type
+    return lambda value, like: cast(value)
+
+
+@overload(_horner, inline="always")
+def _horner_unrolled(w, coef):
+    # A loop over a tuple with a variable index keeps LLVM from vectorising the pair loop around it, so the
+    # scheme is written out for the tuple's (compile-time) length.
+    lines = [f"    p = coef[{coef.count - 1}]"] + [f"    p = p * w + coef[{k}]" for k in range(coef.count - 2, -1, -1)]
+    namespace: dict[str, Any] = {}
+    exec("def horner(w, coef):\n" + "\n".join(lines) + "\n    return p\n", namespace)
+    return namespace["horner"]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _log1p_ratio(small, big, coef, w_min):  # pragma: no cover - compiled
+    """log1p(small / big) for 0 < small <= big, by the atanh series (module doc)."""
+    t = small / (big + big + small)
+    w = max(t * t, w_min)
+    return (t + t) * _horner(w, coef)
+
+
+@numba.njit(cache=True, nogil=True)
+def _softplus_exact(z):  # pragma: no cover - compiled
+    return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sigmoid_exact(z):  # pragma: no cover - compiled
+    if z >= 0:
+        return 1.0 / (1.0 + np.exp(-z))
+    ez = np.exp(z)
+    return ez / (1.0 + ez)
+
+
+# ---- one pair -----------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _loss_term(xi, li, ei, xj, lj, ej, eps, coef, w_min):  # pragma: no cover - compiled
+    """(softplus(x_lo - x_hi), whether the pair is discordant) for items i and j."""
+    dl = li - lj
+    diff = xj - xi
+    z = diff if dl > 0 else -diff  # x_lo - x_hi; a select of values, never of loads
+    term = max(z, w_min - w_min) + _log1p_ratio(min(ei, ej), max(ei, ej), coef, w_min)
+    return term, abs(dl) >= eps
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _slope_term(li, ei, lj, ej, eps):  # pragma: no cover - compiled
+    """(d/dx_i softplus(x_lo - x_hi), whether discordant): -sigma(x_j - x_i) if i is above j, else +sigma."""
+    dl = li - lj
+    # -e_j is computed, not loaded: LLVM cannot fold this select of values into a gather
+    num = -ej if dl > 0 else ei
+    return num / (ei + ej), abs(dl) >= eps
+
+
+# ---- rows ---------------------------------------------------------------------------------------------
+# A row's loops are written for LLVM's vectoriser and inlined into the drivers: unsigned indices (a signed
+# index makes Numba emit its negative-index wraparound, which turns every load into a gather), no slices
+# and no calls in the hot loop (each slice or call with arrays costs reference-count atomics, more than a
+# short row), whole groups of 8 and one masked last group of 8 (``lanes``), so a row never runs LLVM's
+# scalar remainder loop, where a division and a polynomial cost ~30 cycles of latency per pair. The arrays
+# carry PAD items of padding for that last group. Partial sums are float32 over blocks of _BLOCK pairs,
+# then float64.
+PAD = 8
+_BLOCK = 1024
+_U = numba.uint64
+_INLINE = {"cache": True, "nogil": True, "fastmath": _FASTMATH, "error_model": "numpy", "inline": "always"}
+
+
+# Weights come as arrays or as None: Numba compiles a version of each loop per case and prunes the
+# ``is not None`` branches, so no flag is tested inside a vector loop (it would stay there once inlined).
+@numba.njit(**_INLINE)
+def _forward_span(xi, li, ei, gi, di, x, lab, e, gain, disc, lanes, first, count, rest, eps, coef,
+                  w_min):  # pragma: no cover - compiled
+    """Loss sum and pair count of item i against items first .. first + count (+ a masked 8 when rest >= 0)."""
+    zero = w_min - w_min
+    acc = zero
+    cnt = zero
+    for j in range(count):
+        k = first + j
+        term, counted = _loss_term(xi, li, ei, x[k], lab[k], e[k], eps, coef, w_min)
+        if gain is not None:
+            term *= abs(gi - gain[k]) * abs(di - disc[k])
+        acc += term if counted else zero
+        cnt += _like(counted, zero)
+    if rest >= 0:
+        for j in range(_U(8)):
+            k = first + count + j
+            term, counted = _loss_term(xi, li, ei, x[k], lab[k], e[k], eps, coef, w_min)
+            if gain is not None:
+                term *= abs(gi - gain[k]) * abs(di - disc[k])
+            counted &= lanes[j] < rest
+            acc += term if counted else zero
+            cnt += _like(counted, zero)
+    return acc, cnt
+
+
+@numba.njit(**_INLINE)
+def _slope_span(lk, ek, gk, dk, lab, e, gain, disc, lanes, first, count, rest, eps,
+                w_min):  # pragma: no cover - compiled
+    """Gradient sum and partner count of item k against items first .. first + count (+ a masked 8)."""
+    zero = w_min - w_min
+    acc = zero
+    cnt = zero
+    for j in range(count):
+        m = first + j
+        v, counted = _slope_term(lk, ek, lab[m], e[m], eps)
+        if gain is not None:
+            v *= abs(gk - gain[m]) * abs(dk - disc[m])
+        acc += v if counted else zero
+        cnt += _like(counted, zero)
+    if rest >= 0:
+        for j in range(_U(8)):
+            m = first + count + j
+            v, counted = _slope_term(lk, ek, lab[m], e[m], eps)
+            if gain is not None:
+                v *= abs(gk - gain[m]) * abs(dk - disc[m])
+            counted &= lanes[j] < rest
+            acc += v if counted else zero
+            cnt += _like(counted, zero)
+    return acc, cnt
+
+
+@numba.njit(**_INLINE)
+def _forward_row_fast(x, lab, e, gain, disc, lanes, i, start, eps, coef, w_min):  # pragma: no cover - compiled
+    # pairs (i, j < i): each unordered pair of the session exactly once
+    zero = w_min - w_min
+    gi = zero if gain is None else gain[i]
+    di = zero if disc is None else disc[i]
+    count = i - start
+    full = count - count % 8
+    total = 0.0
+    pairs = 0.0
+    for b in range(0, full, _BLOCK):
+        acc, cnt = _forward_span(x[i], lab[i], e[i], gi, di, x, lab, e, gain, disc, lanes,
+                                     _U(start + b), _U(min(_BLOCK, full - b)), zero - 1, eps, coef, w_min)
+        total += acc
+        pairs += cnt
+    acc, cnt = _forward_span(x[i], lab[i], e[i], gi, di, x, lab, e, gain, disc, lanes,
+                                 _U(start + full), _U(0), _like(count % 8, zero), eps, coef, w_min)
+    return total + acc, pairs + cnt
+
+
+@numba.njit(**_INLINE)
+def _gradient_row_fast(lab, e, gain, disc, lanes, k, start, stop, eps, w_min):  # pragma: no cover - compiled
+    # d/dx_k of the session's pair sum: every partner m of k (m == k is a tie and drops out)
+    zero = w_min - w_min
+    gk = zero if gain is None else gain[k]
+    dk = zero if disc is None else disc[k]
+    count = stop - start
+    full = count - count % 8
+    total = 0.0
+    pairs = 0.0
+    for b in range(0, full, _BLOCK):
+        acc, cnt = _slope_span(lab[k], e[k], gk, dk, lab, e, gain, disc, lanes, _U(start + b),
+                                   _U(min(_BLOCK, full - b)), zero - 1, eps, w_min)
+        total += acc
+        pairs += cnt
+    acc, cnt = _slope_span(lab[k], e[k], gk, dk, lab, e, gain, disc, lanes, _U(start + full), _U(0),
+                               _like(count % 8, zero), eps, w_min)
+    return total + acc, pairs + cnt
+
+
+@numba.njit(cache=True, nogil=True)
+def _forward_row_exact(x, lab, gain, disc, i, start, eps):  # pragma: no cover - compiled
+    total = 0.0
+    pairs = 0.0
+    for j in range(start, i):
+        dl = lab[i] - lab[j]
+        if abs(dl) < eps:
+            continue
+        w = 1.0 if gain is None else abs(gain[i] - gain[j]) * abs(disc[i] - disc[j])
+        total += w * _softplus_exact((x[j] - x[i]) if dl > 0.0 else (x[i] - x[j]))
+        pairs += 1.0
+    return total, pairs
+
+
+@numba.njit(cache=True, nogil=True)
+def _gradient_row_exact(x, lab, gain, disc, k, start, stop, eps):  # pragma: no cover - compiled
+    total = 0.0
+    pairs = 0.0
+    for m in range(start, stop):
+        dl = lab[k] - lab[m]
+        if abs(dl) < eps:
+            continue
+        w = 1.0 if gain is None else abs(gain[k] - gain[m]) * abs(disc[k] - disc[m])
+        if dl > 0.0:
+            total -= w * _sigmoid_exact(x[m] - x[k])
+        else:
+            total += w * _sigmoid_exact(x[k] - x[m])
+        pairs += 1.0
+    return total, pairs
+
+
+# ---- diagonals (small sessions) -----------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+def _forward_chunk(x, lab, e, pos, gain, disc, depth, eps, coef, w_min, acc, cnt):  # pragma: no cover
+    # pair (k, k - d) for every item k with pos[k] >= d: each unordered pair of a session once
+    zero = w_min - w_min
+    n = x.size
+    for d in range(1, depth):
+        fd = _like(d, zero)
+        xa, xb, la, lb, ea, eb = x[d:n], x[:n - d], lab[d:n], lab[:n - d], e[d:n], e[:n - d]
+        pa, ac, cc = pos[d:n], acc[d:n], cnt[d:n]
+        for k in range(xa.size):
+            term, counted = _loss_term(xa[k], la[k], ea[k], xb[k], lb[k], eb[k], eps, coef, w_min)
+            if gain is not None:
+                term *= abs(gain[k + d] - gain[k]) * abs(disc[k + d] - disc[k])
+            counted &= pa[k] >= fd
+            ac[k] += term if counted else zero
+            cc[k] += _like(counted, zero)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+def _gradient_chunk(lab, e, pos, gain, disc, depth, eps, w_min, tmp, out, cnt):  # pragma: no cover
+    # pair (k + d, k): t = d/dx_{k+d} of its term, and -t for item k (the sigma terms are antisymmetric)
+    zero = w_min - w_min
+    n = lab.size
+    for d in range(1, depth):
+        fd = _like(d, zero)
+        la, lb, ea, eb = lab[d:n], lab[:n - d], e[d:n], e[:n - d]
+        pa, t, cc = pos[d:n], tmp[:n - d], cnt[d:n]
+        for k in range(la.size):
+            v, counted = _slope_term(la[k], ea[k], lb[k], eb[k], eps)
+            if gain is not None:
+                v *= abs(gain[k + d] - gain[k]) * abs(disc[k + d] - disc[k])
+            counted &= pa[k] >= fd
+            t[k] = v if counted else zero
+            cc[k] += _like(counted, zero)
+        oa = out[d:n]
+        for k in range(t.size):
+            oa[k] += t[k]
+        ob = out[:n - d]
+        for k in range(t.size):
+            ob[k] -= t[k]
+
+
+# ---- drivers ------------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+def _forward_loop(x, x64, lab, lab64, e, pos, gain, disc, lanes, fast, offsets, chunks, depth, rows, bounds,
+                  eps, eps64, coef, w_min, item_sum, item_cnt):  # pragma: no cover - compiled
+    work = e.dtype
+    for c in numba.prange(chunks.shape[0]):
+        a, b = chunks[c, 0], chunks[c, 1]
+        acc = np.zeros(b - a, work)
+        cnt = np.zeros(b - a, work)
+        if gain is None:
+            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, coef, w_min, acc, cnt)
+        else:
+            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, coef, w_min,
+                           acc, cnt)
+        for k in range(b - a):
+            item_sum[a + k] = acc[k]
+            item_cnt[a + k] = cnt[k]
+    for t in numba.prange(bounds.size - 1):
+        r0, r1 = bounds[t], bounds[t + 1]
+        if r0 == r1:
+            continue
+        s = np.searchsorted(offsets, rows[r0], side="right") - 1
+        for r in range(r0, r1):
+            i = rows[r]
+            while i >= offsets[s + 1]:
+                s += 1
+            if fast[s]:
+                item_sum[i], item_cnt[i] = _forward_row_fast(x, lab, e, gain, disc, lanes, i, offsets[s], eps, coef,
+                                                             w_min)
+            else:
+                item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, offsets[s], eps64)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+def _gradient_loop(x64, lab, lab64, e, pos, gain, disc, lanes, fast, offsets, chunks, depth, rows, bounds,
+                   eps, eps64, w_min, out, item_cnt):  # pragma: no cover - compiled
+    work = e.dtype
+    for c in numba.prange(chunks.shape[0]):
+        a, b = chunks[c, 0], chunks[c, 1]
+        tmp = np.empty(b - a, work)
+        acc = np.zeros(b - a, work)
+        cnt = np.zeros(b - a, work)
+        if gain is None:
+            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, w_min, tmp, acc, cnt)
+        else:
+            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, w_min, tmp, acc, cnt)
+        for k in range(b - a):
+            out[a + k] = acc[k]
+            item_cnt[a + k] = cnt[k]  # each pair counted once, at its later item
+    for t in numba.prange(bounds.size - 1):
+        r0, r1 = bounds[t], bounds[t + 1]
+        if r0 == r1:
+            continue
+        s = np.searchsorted(offsets, rows[r0], side="right") - 1
+        for r in range(r0, r1):
+            k = rows[r]
+            while k >= offsets[s + 1]:
+                s += 1
+            if fast[s]:
+                out[k], partners = _gradient_row_fast(lab, e, gain, disc, lanes, k, offsets[s], offsets[s + 1], eps,
+                                                      w_min)
+            else:
+                out[k], partners = _gradient_row_exact(x64, lab64, gain, disc, k, offsets[s], offsets[s + 1],
+                                                       eps64)
+            item_cnt[k] = 0.5 * partners  # each pair was visited from both of its items
+
+
+_forward_loop_serial = serial_twin(_forward_loop)
+_gradient_loop_serial = serial_twin(_gradient_loop)
+
+
+@numba.njit(cache=True, nogil=True)
+def _session_sums(offsets, values, out):  # pragma: no cover - compiled
+    for s in range(offsets.size - 1):
+        total = 0.0
+        for k in range(offsets[s], offsets[s + 1]):
+            total += values[k]
+        out[s] = total
+
+
+def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Gains and discounts in the working precision, the inverse ideal DCG folded into the discounts' use.
+
+    The weight of a pair is |G_i - G_j| |D_i - D_j| inv_s; inv_s is per session, so the loops leave it out
+    and the drivers multiply each item's sum by its session's inv afterwards.
+    """
+    if weights is None:
+        return None, None
+    return _padded(weights.gain.astype(plan.e.dtype)), _padded(weights.discount.astype(plan.e.dtype))
+
+
+def logistic_forward(plan: SessionPlan, weights: PairWeights | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(loss sum, discordant pairs) per session, float64: the weighted sum of softplus(x_lo - x_hi)."""
+    gain, disc = _weight_arrays(plan, weights)
+    n = plan.x64.size
+    item_sum = np.zeros(n)
+    item_cnt = np.zeros(n)
+    loop = _forward_loop if plan.parallel else _forward_loop_serial
+    loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast,
+         plan.offsets,
+         plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.coefficients,
+         plan.w_min, item_sum, item_cnt)
+    if weights is not None:
+        item_sum *= weights.inv_ideal
+    sums = np.zeros(plan.lens.size)
+    pairs = np.zeros(plan.lens.size)
+    _session_sums(plan.offsets, item_sum, sums)
+    _session_sums(plan.offsets, item_cnt, pairs)
+    return sums, pairs
+
+
+def logistic_gradient(plan: SessionPlan, weights: PairWeights | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(d pair sum / dx per item, discordant pairs per session), float64."""
+    gain, disc = _weight_arrays(plan, weights)
+    n = plan.x64.size
+    out = np.zeros(n)
+    item_cnt = np.zeros(n)
+    loop = _gradient_loop if plan.parallel else _gradient_loop_serial
+    loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast, plan.offsets,
+         plan.chunks,
+         plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out, item_cnt)
+    if weights is not None:
+        out *= weights.inv_ideal
+    pairs = np.zeros(plan.lens.size)
+    _session_sums(plan.offsets, item_cnt, pairs)
+    return out, pairs
+
+
+# ---- second order (float64, exact per pair: double backward is rare and must be right) ---------------
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _second_order_loop(x, lab, v, gain, disc, offsets, rows, bounds, eps, hv, vslope, item_cnt):  # pragma: no cover
+    # Row k visits every partner m (both triangles), so rows need no synchronisation:
+    # hv[k] = sum_m w_km s_km (1 - s_km) (v_k - v_m) with s_km = sigma(x_lo - x_hi) of the pair,
+    # vslope[k] = v_k * d/dx_k (pair sum), item_cnt[k] = partners / 2.
+    for t in numba.prange(bounds.size - 1):
+        r0, r1 = bounds[t], bounds[t + 1]
+        if r0 == r1:
+            continue
+        s = np.searchsorted(offsets, rows[r0], side="right") - 1
+        for r in range(r0, r1):
+            k = rows[r]
+            while k >= offsets[s + 1]:
+                s += 1
+            acc_h = 0.0
+            acc_d = 0.0
+            cnt = 0.0
+            for m in range(offsets[s], offsets[s + 1]):
+                dl = lab[k] - lab[m]
+                if abs(dl) < eps:
+                    continue
+                w = 1.0 if gain is None else abs(gain[k] - gain[m]) * abs(disc[k] - disc[m])
+                sig = _sigmoid_exact(x[m] - x[k]) if dl > 0.0 else _sigmoid_exact(x[k] - x[m])
+                acc_h += w * sig * (1.0 - sig) * (v[k] - v[m])
+                acc_d += w * (-sig if dl > 0.0 else sig)
+                cnt += 1.0
+            hv[k] = acc_h
+            vslope[k] = v[k] * acc_d
+            item_cnt[k] = 0.5 * cnt
+
+
+_second_order_loop_serial = serial_twin(_second_order_loop)
+
+
+def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, direction: np.ndarray,
+                          weights: PairWeights | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second-order terms of the pair sums, float64: (H v per item, <v, gradient> per session, pairs per session).
+
+    H is the Hessian of each session's (weighted) pair sum; the caller scales by Y_grad / pairs.
+    """
+    offsets = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    x = np.ascontiguousarray(flat_scores, dtype=np.float64)
+    v = np.ascontiguousarray(direction, dtype=np.float64).reshape(-1)
+    visits = int(np.sum(lens * lens))
+    threads = numba.get_num_threads()
+    parallel = parallel_allowed(visits >= _PARALLEL_PAIRS and threads > 1)
+    rows, bounds = _row_tasks(offsets, np.flatnonzero(lens >= 2), True,
+                              max(1, threads * _TASKS_PER_THREAD) if parallel else 1)
+    gain = None if weights is None else weights.gain
+    disc = None if weights is None else weights.discount
+    hv, vslope, item_cnt = np.zeros(x.size), np.zeros(x.size), np.zeros(x.size)
+    loop = _second_order_loop if parallel else _second_order_loop_serial
+    loop(x, labels64, v, gain, disc, offsets, rows, bounds, FLT_EPSILON, hv, vslope, item_cnt)
+    if weights is not None:
+        hv *= weights.inv_ideal
+        vslope *= weights.inv_ideal
+    dot = np.zeros(lens.size)
+    pairs = np.zeros(lens.size)
+    _session_sums(offsets, vslope, dot)
+    _session_sums(offsets, item_cnt, pairs)
+    return hv, dot, pairs
