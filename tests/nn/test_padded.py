@@ -20,6 +20,8 @@ import pairloss.nn.functional as PF
 LOSSES = {
     "logistic": lambda *a, **k: PF.pairwise_logistic_loss(*a, **k),
     "hinge": lambda *a, **k: PF.pairwise_hinge_loss(*a, margin=0.7, **k),
+    # NDCG over each row's real items: padding changes neither ranks nor the ideal DCG
+    "lambdarank": lambda *a, **k: PF.lambdarank_loss(*a, topn=3, **k),
 }
 
 
