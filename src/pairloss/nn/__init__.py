@@ -2,7 +2,7 @@
 ``torch.library`` custom op (``torch.ops.pairloss.*``).
 
 Importing this package registers the custom ops once (see :mod:`pairloss.nn._torch_ops`), and their ONNX
-translations with ``torch.onnx.export`` as soon as the exporter loads (:func:`pairloss.onnx.install_exporter_hook`),
+translations with ``torch.onnx.export`` as soon as the exporter loads (:func:`pairloss.nn._onnx.install_exporter_hook`),
 so a plain ``torch.onnx.export`` or ``torch.export.export`` of a model holding these modules works.
 
 Examples:
@@ -17,8 +17,7 @@ Examples:
 
 from __future__ import annotations
 
-from pairloss import onnx as _onnx
-from pairloss.nn import functional
+from pairloss.nn import _onnx, functional
 from pairloss.nn._torch_ops import torch_op
 from pairloss.nn.modules import (
     GradientReversal,
