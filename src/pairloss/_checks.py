@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 __all__ = [
     "FLT_EPSILON",
+    "as_array",
     "as_float_array",
     "as_session_labels",
     "as_sign_labels",
@@ -34,14 +35,24 @@ def describe_values(values: np.ndarray, limit: int = 8) -> str:
     return f"{shown}{'...' if flat.size > limit else ''}"
 
 
-def _asarray(name: str, value: Any) -> np.ndarray:
+def _native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in native byte order (a big-endian file read straight into NumPy): the kernels read native."""
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def as_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a plain, native-byte-order ndarray; masked arrays and non-array-likes raise TypeError."""
+    if isinstance(value, np.ma.MaskedArray):
+        msg = (f"{name} must be a plain array; got a masked array (its mask would be ignored): fill or drop the "
+               f"masked entries first (value.filled(...) or value.compressed())")
+        raise TypeError(msg)
     if isinstance(value, np.ndarray):
-        return value
+        return _native(np.asarray(value))  # a subclass (np.matrix) becomes a plain array
     if type(value).__module__.startswith("torch"):
         msg = f"{name} must be a NumPy array here; got a torch.Tensor (use pairloss.nn.functional for torch)"
         raise TypeError(msg)
     try:
-        return np.asarray(value)
+        return _native(np.asarray(value))
     except Exception as exc:  # ragged lists and the like
         msg = f"{name} must be array-like; got {type(value).__name__}"
         raise TypeError(msg) from exc
@@ -49,7 +60,7 @@ def _asarray(name: str, value: Any) -> np.ndarray:
 
 def as_float_array(name: str, value: npt.ArrayLike) -> np.ndarray:
     """``value`` as an array of float16/float32/float64; integers and anything else raise TypeError."""
-    arr = _asarray(name, value)
+    arr = as_array(name, value)
     if arr.dtype not in (np.float16, np.float32, np.float64):
         msg = (f"{name} must be a float16, float32 or float64 array; got dtype={arr.dtype} "
                f"(cast with .astype(np.float32))")
@@ -73,7 +84,7 @@ def check_same_shape(**arrays: np.ndarray) -> None:
 
 def as_sign_labels(name: str, value: npt.ArrayLike) -> np.ndarray:
     """Pair labels: integer or float values, each exactly -1 or +1."""
-    arr = _asarray(name, value)
+    arr = as_array(name, value)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
                                      or np.issubdtype(arr.dtype, np.floating)):
         msg = f"{name} must be an integer or float array of -1/+1; got dtype={arr.dtype}"
@@ -99,7 +110,7 @@ def column_to_flat(name: str, arr: np.ndarray) -> np.ndarray:
 
 def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.ndarray:
     """Relevance labels as a flat float64 (N,) array: integer, float or bool, no NaN."""
-    arr = _asarray(name, value)
+    arr = as_array(name, value)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
             or arr.dtype == np.bool_):
         msg = f"{name} must be an integer or float array; got dtype={arr.dtype}"
@@ -110,9 +121,15 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
     if arr.shape[0] != n:
         msg = f"{name} must have one entry per score: expected {n}; got {arr.shape[0]}"
         raise ValueError(msg)
+    if arr.dtype.kind in "iu" and arr.size and (arr.max() > 2**53 or arr.min() < -(2**53)):
+        # float64 (the kernels' label dtype) holds every integer up to 2^53 exactly; beyond, distinct labels
+        # could tie
+        msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(arr.max(), -arr.min())}"
+        raise ValueError(msg)
     flat = arr.reshape(n).astype(np.float64)
-    if np.isnan(flat).any():
-        msg = f"{name} contain NaN at positions {describe_values(np.flatnonzero(np.isnan(flat)))}"
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        msg = f"{name} must be finite; got NaN or inf at positions {describe_values(np.flatnonzero(bad))}"
         raise ValueError(msg)
     return flat
 
@@ -121,20 +138,22 @@ def check_lengths(value: npt.ArrayLike | None, n: int, name: str = "lengths") ->
     """Session sizes as an int64 (S,) array summing to ``n``; None means one session of all ``n`` items."""
     if value is None:
         return np.array([n], dtype=np.int64)
-    arr = _asarray(name, value)
+    arr = as_array(name, value)
     if arr.ndim != 1:
         msg = f"{name} must be 1-D (one size per session); got shape {arr.shape}"
         raise ValueError(msg)
     if (arr.size and not np.issubdtype(arr.dtype, np.integer)) or arr.dtype == np.bool_:
         msg = f"{name} must be an integer array; got dtype={arr.dtype} (cast with .astype(np.int32))"
         raise TypeError(msg)
-    lengths = arr.astype(np.int64)
-    if (lengths < 0).any():
-        msg = f"{name} must be non-negative; got {describe_values(lengths)}"
+    if arr.size and (arr.min() < 0 or arr.max() > n):
+        # checked before any sum: values within [0, n] cannot wrap an int64 running sum before it passes n
+        msg = f"{name} must be non-negative sizes of at most N={n}; got {describe_values(arr)}"
         raise ValueError(msg)
-    total = int(lengths.sum())
-    if total != n:
-        msg = (f"{name} must sum to the number of scores N={n}; "
-               f"got sum({name})={total} ({name}={describe_values(lengths)})")
+    lengths = arr.astype(np.int64)
+    running = np.cumsum(lengths)
+    total = int(running[-1]) if running.size else 0
+    if total != n or (running.size and running.max() > n):
+        shown = f"sum({name})={total}" if running.max(initial=0) <= n else f"sum({name}) > {n}"
+        msg = f"{name} must sum to the number of scores N={n}; got {shown} ({name}={describe_values(lengths)})"
         raise ValueError(msg)
     return lengths

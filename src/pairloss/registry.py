@@ -51,6 +51,7 @@ __all__ = [
     "get_gradient_defs",
     "gradient_op_names",
     "kernel",
+    "op_inplace_pairs",
     "operator_schema",
     "operators",
     "reference",
@@ -582,6 +583,11 @@ def run(op_type: str, *inputs: npt.ArrayLike | None, device: str = "cpu",
     return list(outputs)
 
 
+def op_inplace_pairs(op: OperatorDef) -> list[tuple[int, int]]:
+    """(input, output) index pairs that ``op`` writes in place (the same blob name on both sides)."""
+    return [(i, o) for i, name in enumerate(op.inputs) for o, out in enumerate(op.outputs) if name == out]
+
+
 class Net:
     """A minimal Caffe2-style net: operator specs over named blobs, run against a workspace dict.
 
@@ -606,6 +612,8 @@ class Net:
         self.ops: list[OperatorDef] = []
         self._gradient_seeds: list[str] = []
         self._first_gradient_op: int | None = None
+        # gradient op index -> gradient blobs it writes as a new version (see add_gradient_operators)
+        self._new_versions: dict[int, set[str]] = {}
 
     def add_op(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **args: Any) -> OperatorDef:
         s = schema(op_type)
@@ -634,10 +642,18 @@ class Net:
         for op in reversed(self.ops[: self._first_gradient_op]):
             if not any(grad_name(o) in have_grad for o in op.outputs) or not has_gradient(op.type):
                 continue
+            # An op that writes an input in place (Caffe2's SSA) ends that blob's version: the gradient of
+            # the version before it is new, not a contribution to the gradient of the version it wrote.
+            rewritten = {grad_name(op.inputs[i]) for i, o in op_inplace_pairs(op)}
+            started: set[str] = set()
             for gop in get_gradient_defs(op):
                 missing = [b for b in gop.inputs if b.endswith("_grad") and b not in have_grad]
                 if missing:  # an output of this op does not reach the loss: its gradient is zero
                     continue
+                fresh = {b for b in gop.outputs if b in rewritten and b not in started}
+                if fresh:
+                    self._new_versions[len(self.ops)] = fresh
+                    started |= fresh
                 self.ops.append(gop)
                 have_grad.update(gop.outputs)
             for name in op.inputs:
@@ -659,8 +675,9 @@ class Net:
                 raise ValueError(msg)
             results = run(op.type, *(ws[b] for b in op.inputs), device=device, **op.args)
             backward = self._first_gradient_op is not None and index >= self._first_gradient_op
+            fresh = self._new_versions.get(index, set())
             for name, value in zip(op.outputs, results, strict=True):
-                if backward and name in written_in_backward:
+                if backward and name in written_in_backward and name not in fresh:
                     ws[name] = ws[name] + value  # a second path reaches this blob: gradients add
                 else:
                     ws[name] = value

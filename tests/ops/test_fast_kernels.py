@@ -271,28 +271,36 @@ def test_diagonal_chunks_and_rows_agree_with_the_reference(dtype: type, seed: in
 # ---- Triton kernels on CPU (TRITON_INTERPRET=1) -------------------------------------------------------
 _INTERPRETED_CHECK = textwrap.dedent("""
     import numpy as np, torch
-    from pairloss.ops import margin_ranking as mrc, negative as neg, pairwise_loss as pwl
+    from pairloss.ops import lambdarank as lr, margin_ranking as mrc, negative as neg
+    from pairloss.ops import pairwise_hinge as ph, pairwise_loss as pwl
     rng = np.random.default_rng(0)
-    lengths = np.array([0, 1, 5, 40, 3, 70, 2], np.int32)
+    lengths = np.array([0, 1, 5, 40, 3, 70, 2, 17], np.int64)  # small and large tiles, empty and 1-item
     labels = rng.integers(0, 4, lengths.sum()).astype(np.float32)
     labels[10:14] = 2.0  # a tied block
     g = rng.standard_normal(lengths.size)
     T = torch.from_numpy
+    ops = ((pwl, {}), (ph, {"margin": 0.5}), (lr, {"sigma": 1.3, "topn": 5, "gain": "exp2"}))
     for dtype, tol in ((np.float16, 2e-3), (np.float32, 1e-6), (np.float64, 1e-12)):
         x = (rng.standard_normal(lengths.sum()) * 3).astype(dtype)
-        out = pwl.forward_cuda(T(x), T(labels), T(lengths)).numpy()
-        assert out.dtype == dtype
-        np.testing.assert_allclose(out.astype(float), pwl.reference_forward(x, labels, lengths).astype(float),
-                                   rtol=tol, atol=tol)
-        grad = pwl.gradient_cuda(T(x), T(labels), T(g), T(lengths)).numpy()
-        np.testing.assert_allclose(grad.astype(float), pwl.reference_gradient(x, labels, g, lengths).astype(float),
-                                   rtol=tol, atol=tol)
+        for mod, kw in ops:
+            out = mod.forward_cuda(T(x), T(labels), T(lengths), **kw).numpy()
+            assert out.dtype == dtype
+            np.testing.assert_allclose(out.astype(float), mod.reference_forward(x, labels, lengths, **kw).astype(float),
+                                       rtol=tol, atol=tol)
+            grad = mod.gradient_cuda(T(x), T(labels), T(g.astype(dtype)), T(lengths), **kw).numpy()
+            ref = mod.reference_gradient(x, labels, g.astype(dtype), lengths, **kw)
+            np.testing.assert_allclose(grad.astype(float), ref.astype(float), rtol=tol, atol=tol)
     x = rng.standard_normal(9)
     assert pwl.forward_cuda(T(x), T(np.zeros(9))).item() == 0.0  # all tied
+    try:
+        pwl.forward_cuda(T(x), T(np.full(9, np.inf)))
+        raise AssertionError("infinite labels not caught")
+    except ValueError:
+        pass
     x1 = rng.standard_normal(5000).astype(np.float32)
     x2 = x1 - 0.5
     y = rng.choice(np.array([-1, 1], np.int32), 5000)
-    # float64 arithmetic on both devices: equal, the many kinks (dist == 0) included
+    # the same float32 arithmetic on both devices: equal, the many kinks (dist == 0) included
     assert np.array_equal(mrc.forward_cuda(T(x1), T(x2), T(y), margin=0.5).numpy(),
                           mrc.forward_cpu(x1, x2, y, margin=0.5))
     for fast, cpu in zip(mrc.gradient_cuda(T(x1), T(x2), T(y), T(x1), margin=0.5),
@@ -327,23 +335,21 @@ def test_triton_kernels_compile_for_sm90() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from pairloss.ops import negative
+    from pairloss.ops import negative, pair_loops_cuda
 
     target = GPUTarget("cuda", 90, 32)
-    session_args = {"lab_ptr": "*fp64", "off_ptr": "*i64", "eps": "fp32", "IS_F64": "constexpr",
-                    "BLOCK_ROWS": "constexpr", "BLOCK_COLS": "constexpr"}
-    for is_f64 in (False, True):
-        consts = {"IS_F64": is_f64, "BLOCK_ROWS": pwl._BLOCK_ROWS, "BLOCK_COLS": pwl._BLOCK_COLS}
-        x = "*fp64" if is_f64 else "*fp32"
-        signatures = [
-            (pwl._forward_kernel, {"x_ptr": x, "sum_ptr": "*fp64", "cnt_ptr": "*i64", "n_row_blocks": "i32"}),
-            (pwl._gradient_kernel, {"x_ptr": x, "raw_ptr": "*fp64", "cnt_ptr": "*i64"}),
-        ]
-        for kernel, sig in signatures:
-            params = kernel.arg_names
-            full = {**sig, **session_args}
-            compiled = triton.compile(ASTSource(kernel, {p: full[p] for p in params}, consts), target=target)
-            assert "cubin" in compiled.asm
+    kernel = pair_loops_cuda._pair_rows_kernel
+    base = {"lab_ptr": "*fp64", "start_ptr": "*i64", "end_ptr": "*i64", "gain_ptr": "*fp64", "disc_ptr": "*fp64",
+            "val_ptr": "*fp64", "cnt_ptr": "*i32", "bad_ptr": "*i32", "n": "i32", "eps": "fp32",
+            "margin_bits": "i64", "LOSS": "constexpr", "FORWARD": "constexpr", "WEIGHTED": "constexpr",
+            "IS_F64": "constexpr", "BLOCK_ROWS": "constexpr", "BLOCK_COLS": "constexpr"}
+    for loss, forward, weighted, x in ((0, True, False, "*fp32"), (0, False, True, "*bf16"), (1, True, False, "*fp64"),
+                                       (1, False, False, "*fp16")):
+        sig = {**base, "x_ptr": x}
+        consts = {"LOSS": loss, "FORWARD": forward, "WEIGHTED": weighted, "IS_F64": x == "*fp64" or loss == 1,
+                  "BLOCK_ROWS": 64, "BLOCK_COLS": 64}
+        src = ASTSource(kernel, {p: sig[p] for p in kernel.arg_names}, consts)
+        assert "cubin" in triton.compile(src, target=target).asm
     margin_kernels = [
         (mrc._forward_kernel, {"x1_ptr": "*fp32", "x2_ptr": "*fp16", "y_ptr": "*i32", "out_ptr": "*fp32"}),
         (mrc._gradient_kernel, {"x1_ptr": "*fp64", "x2_ptr": "*fp64", "y_ptr": "*i64", "g_ptr": "*fp64",

@@ -197,7 +197,7 @@ def test_caffe2_pair_wise_loss_batch(n: int, k: int, seed: int) -> None:
     (np.zeros((3, 2)), np.zeros(3), None, ValueError, r"scores must have shape \(N,\) or \(N, 1\)"),
     (np.array(1.0), np.zeros(1), None, ValueError, "0-d"),
     (np.zeros(3, np.int32), np.zeros(3), None, TypeError, "scores must be a float16, float32 or float64"),
-    (np.zeros(2), np.array([np.nan, 1.0]), None, ValueError, "labels contain NaN"),
+    (np.zeros(2), np.array([np.nan, 1.0]), None, ValueError, "labels must be finite; got NaN or inf"),
     (np.zeros(2), np.array(["a", "b"]), None, TypeError, "labels must be an integer or float"),
     (np.zeros(3), np.zeros(3), np.zeros(0, np.int32), ValueError, "must sum to"),
 ])

@@ -33,6 +33,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import (
     PairWeights,
@@ -40,6 +41,17 @@ from pairloss.ops.pair_loops import (
     logistic_gradient,
     logistic_second_order,
     plan_sessions,
+)
+from pairloss.ops.pair_loops_cuda import (
+    LOGISTIC,
+    CudaSessions,
+    check_loss_grad,
+    pair_rows,
+    prepare_sessions_cuda,
+    raise_if_bad_labels,
+    scale_rows,
+    session_mean,
+    session_sums,
 )
 from pairloss.ops.pairwise_loss import working_precision
 from pairloss.ops.sessions import (
@@ -58,6 +70,7 @@ from pairloss.registry import (
     gradient_def,
     operator_schema,
     register_cpu_operator,
+    register_cuda_operator,
     register_gradient,
 )
 
@@ -169,6 +182,10 @@ def _session_weights(x, gains, offsets, topn, discount, inv_ideal):  # pragma: n
             inv_ideal[k] = inv
 
 
+_session_weights_serial = serial_twin(_session_weights)
+_PARALLEL_ITEMS = 1 << 15
+
+
 def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, *, topn: int,
                        gain: str) -> PairWeights:
     """Per-item gains, discounts (from the current ranking by ``scores``) and inverse ideal DCG."""
@@ -178,7 +195,9 @@ def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     discount = np.zeros(labels64.size)
     inv_ideal = np.zeros(labels64.size)
     # NaN scores rank last (argsort of -NaN), as np.argsort puts NaN at the end
-    _session_weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), discount, inv_ideal)
+    with parallel_launch(labels64.size >= _PARALLEL_ITEMS) as parallel:
+        weights = _session_weights if parallel else _session_weights_serial
+        weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), discount, inv_ideal)
     return PairWeights(gains, discount, inv_ideal)
 
 
@@ -316,6 +335,86 @@ def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.
     return (hv * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
+# ---- CUDA kernels: weights by torch sorts on the device, pairs by the Triton loops ---------------------
+forward_cuda: Any = None
+gradient_cuda: Any = None
+
+
+def _ranks_within_sessions(values: Any, sessions: CudaSessions) -> Any:
+    """0-based rank of each item in its session by ``values`` descending (ties and NaN as np.argsort(-v))."""
+    import torch
+
+    by_value = torch.argsort(-values, stable=True)
+    order = by_value[torch.argsort(sessions.session[by_value], stable=True)]
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(order.numel(), device=order.device)
+    return ranks - sessions.start
+
+
+def lambdarank_weights_cuda(sessions: CudaSessions, *, topn: int, gain: str) -> tuple[Any, Any, Any, Any]:
+    """(gains, discounts, inverse ideal DCG per item, label-range violations), float64 on the device."""
+    import torch
+
+    lab = sessions.labels
+    gains = torch.exp2(lab) - 1.0 if gain == "exp2" else lab.clone()
+    cut = torch.where(sessions.end - sessions.start < topn, sessions.end - sessions.start,
+                      torch.full_like(sessions.start, topn)) if topn else sessions.end - sessions.start
+    rank = _ranks_within_sessions(sessions.flat.to(torch.float64), sessions)
+    discount = torch.where(rank < cut, 1.0 / torch.log2(rank.to(torch.float64) + 2.0), 0.0)
+    ideal_rank = _ranks_within_sessions(gains, sessions)
+    ideal = torch.where(ideal_rank < cut, gains / torch.log2(ideal_rank.to(torch.float64) + 2.0), 0.0)
+    idcg = session_sums(ideal, sessions)
+    inv = torch.where(idcg > 0, 1.0 / torch.where(idcg > 0, idcg, 1.0), 0.0)[sessions.session]
+    limit = _MAX_EXP2_LABEL if gain == "exp2" else float("inf")
+    out_of_range = ((lab < 0) | (lab > limit)).sum()
+    return gains, discount, inv, out_of_range
+
+
+def _check_cuda_labels(bad: Any, out_of_range: Any, gain: str) -> None:
+    """One host synchronisation for both label checks of a call."""
+    import torch
+
+    counts = torch.stack([bad.to(torch.int64).reshape(()), out_of_range.to(torch.int64)]).cpu()
+    raise_if_bad_labels(counts[0])
+    if int(counts[1]):
+        limit = f" and <= {_MAX_EXP2_LABEL} for gain='exp2' (use gain='linear')" if gain == "exp2" else ""
+        msg = f"labels must be non-negative relevance grades{limit}; {int(counts[1])} are not"
+        raise ValueError(msg)
+
+
+if HAS_TRITON:
+
+    def _scaled_scores(sessions: CudaSessions, sigma: float) -> Any:
+        import torch
+
+        work = torch.float64 if sessions.flat.dtype == torch.float64 else torch.float32
+        return (sessions.flat.to(work) * sigma).contiguous()
+
+    def forward_cuda(scores: Any, labels: Any, lengths: Any = None, *, sigma: float, topn: int,  # type: ignore[no-redef]
+                     gain: str) -> Any:
+        _check_args(np.zeros(0), sigma, topn, gain)
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        gains, discount, inv, out_of_range = lambdarank_weights_cuda(sessions, topn=topn, gain=gain)
+        values, counts, bad = pair_rows(sessions, loss=LOGISTIC, forward=True, weights=(gains, discount),
+                                        scores=_scaled_scores(sessions, sigma))
+        loss, _ = session_mean(sessions, values * inv, counts, pairs_counted_twice=False)
+        _check_cuda_labels(bad, out_of_range, gain)
+        return loss.to(scores.dtype)
+
+    def gradient_cuda(scores: Any, labels: Any, loss_grad: Any, lengths: Any = None, *,  # type: ignore[no-redef]
+                      sigma: float, topn: int, gain: str) -> Any:
+        _check_args(np.zeros(0), sigma, topn, gain)
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        check_loss_grad(loss_grad, sessions)
+        gains, discount, inv, out_of_range = lambdarank_weights_cuda(sessions, topn=topn, gain=gain)
+        values, counts, bad = pair_rows(sessions, loss=LOGISTIC, forward=False, weights=(gains, discount),
+                                        scores=_scaled_scores(sessions, sigma))
+        _, pairs = session_mean(sessions, values, counts, pairs_counted_twice=True)
+        out = scale_rows(sessions, values * inv, pairs, loss_grad, factor=sigma)
+        _check_cuda_labels(bad, out_of_range, gain)
+        return out
+
+
 # ---- gradient definitions -----------------------------------------------------------------------------
 def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
     inputs: list[Any] = [I(0), I(1), GO(0)] + ([I(2)] if len(op.inputs) == 3 else [])
@@ -328,8 +427,10 @@ def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
 
 
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
+register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
 

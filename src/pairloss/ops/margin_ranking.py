@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, float64_bits, serial_twin, tl, triton
+from pairloss._backends import HAS_TRITON, float64_bits, parallel_launch, serial_twin, tl, triton
 from pairloss._checks import as_float_array, as_sign_labels, check_same_shape
 from pairloss.registry import (
     GI,
@@ -159,7 +159,7 @@ _gradient_loop_serial = serial_twin(_gradient_loop)
 def _prepare_for_loop(x1: npt.ArrayLike, x2: npt.ArrayLike, y: npt.ArrayLike,
                       loss_grad: npt.ArrayLike | None = None) -> tuple[np.ndarray, ...]:
     """``_prepare`` minus the scan of Y's values, which the loops do; anything unusual takes ``_prepare``."""
-    if not (type(y) is np.ndarray and y.dtype.kind in "iuf"):  # a masked array's mask must not hide labels
+    if not (type(y) is np.ndarray and y.dtype.kind in "iuf" and y.dtype.isnative):  # masked, big-endian: _prepare
         return _prepare(x1, x2, y, loss_grad)
     arrays = {"X1": as_float_array("X1", x1), "X2": as_float_array("X2", x2), "Y": y}
     if loss_grad is not None:
@@ -183,7 +183,8 @@ def forward_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: float)
     work = arithmetic_dtype(x1.dtype, x2.dtype)
     out = np.empty(x1.size, work)
     args = (_flat(x1, work), _flat(x2, work), np.ascontiguousarray(y).reshape(-1), work.type(margin), out)
-    bad = (_forward_loop_serial if x1.size < _SERIAL_BELOW else _forward_loop)(*args)
+    with parallel_launch(x1.size >= _SERIAL_BELOW) as parallel:
+        bad = (_forward_loop if parallel else _forward_loop_serial)(*args)
     if bad:
         as_sign_labels("Y", y)  # raises, naming the offending values
     return out.reshape(x1.shape).astype(x1.dtype, copy=False)
@@ -196,7 +197,8 @@ def gradient_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad: np.nd
     d1, d2 = np.empty(x1.size, work), np.empty(x2.size, work)
     args = (_flat(x1, work), _flat(x2, work), np.ascontiguousarray(y).reshape(-1), _flat(g, work),
             work.type(margin), d1, d2)
-    bad = (_gradient_loop_serial if x1.size < _SERIAL_BELOW else _gradient_loop)(*args)
+    with parallel_launch(x1.size >= _SERIAL_BELOW) as parallel:
+        bad = (_gradient_loop if parallel else _gradient_loop_serial)(*args)
     if bad:
         as_sign_labels("Y", y)
     return (d1.reshape(x1.shape).astype(x1.dtype, copy=False),

@@ -13,7 +13,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, tl, triton
+from pairloss._backends import HAS_TRITON, parallel_launch, tl, triton
+from pairloss._checks import as_array
 from pairloss.registry import (
     GI,
     GO,
@@ -56,7 +57,7 @@ NEGATE_GRADIENT_SCHEMA = (
 
 
 def _check_numeric(x: npt.ArrayLike, op: str) -> np.ndarray:
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    arr = as_array(f"{op}: X", x)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iufc":
         msg = f"{op}: X must have a numeric dtype (integer, unsigned, float or complex); got dtype={arr.dtype}"
         raise TypeError(msg)
@@ -74,7 +75,9 @@ def reference_negative(x: np.ndarray) -> np.ndarray:
     minus_one = x.dtype.type(-1)
     with np.errstate(over="ignore"):
         for i in range(flat_in.size):
-            flat_out[i] = flat_in[i] * minus_one
+            v = flat_in[i]
+            # a complex negates part by part: (inf + 0j) * -1 would make the imaginary part NaN
+            flat_out[i] = x.dtype.type(complex(-v.real, -v.imag)) if x.dtype.kind == "c" else v * minus_one
     return out
 
 
@@ -102,12 +105,13 @@ def negative_cpu(x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     if out is not None and (out.shape != x.shape or out.dtype != x.dtype):
         msg = f"Negative: out must have X's shape {x.shape} and dtype {x.dtype}; got {out.shape}, {out.dtype}"
         raise ValueError(msg)
-    if (x.size >= _PARALLEL_MIN and x.dtype in _NUMBA_DTYPES and x.flags.c_contiguous
-            and numba.get_num_threads() > 1
-            and (out is None or out is x or (out.flags.c_contiguous and not np.may_share_memory(x, out)))):
-        result = np.empty_like(x) if out is None else out
-        _negative_loop(x.reshape(-1), result.reshape(-1))
-        return result
+    numba_layout = (x.dtype in _NUMBA_DTYPES and x.flags.c_contiguous
+                    and (out is None or out is x or (out.flags.c_contiguous and not np.may_share_memory(x, out))))
+    with parallel_launch(x.size >= _PARALLEL_MIN and numba_layout) as parallel:
+        if parallel:
+            result = np.empty_like(x) if out is None else out
+            _negative_loop(x.reshape(-1), result.reshape(-1))
+            return result
     return np.negative(x, out=out)
 
 

@@ -45,7 +45,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from pairloss._backends import parallel_allowed, serial_twin
+from pairloss._backends import parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 
 __all__ = [
@@ -89,7 +89,7 @@ class SessionPlan:
     offsets: np.ndarray  # (S + 1,) int64
     fast: np.ndarray  # (S,) bool: the vectorised path applies
     x: np.ndarray  # scores, working precision
-    x64: np.ndarray  # scores, float64 (exact path)
+    x64: np.ndarray  # scores as given (float32 or float64; the exact path computes in float64)
     labels: np.ndarray  # labels in the working precision where that is exact, else float64
     labels64: np.ndarray
     e: np.ndarray  # exp(x - centre of the session), working precision (meaningless for exact sessions)
@@ -115,19 +115,24 @@ def _centres(x, offsets, span_limit, centre, fast):  # pragma: no cover - compil
         if hi == lo:
             continue
         xmin, xmax = x[lo], x[lo]
-        for k in range(lo + 1, hi):
+        finite = True
+        for k in range(lo, hi):
             xmin = min(xmin, x[k])
             xmax = max(xmax, x[k])
-        if xmax - xmin <= span_limit:  # False for inf and NaN too
+            finite &= np.isfinite(x[k])  # min/max may skip a NaN
+        if finite and xmax - xmin <= span_limit:
             centre[s] = 0.5 * xmin + 0.5 * xmax
             fast[s] = True
 
 
-@numba.njit(cache=True, nogil=True)
-def _positions(offsets, pos):  # pragma: no cover - compiled
-    for s in range(offsets.size - 1):
-        for k in range(offsets[s], offsets[s + 1]):
-            pos[k] = k - offsets[s]
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fill_items(x64, lab64, item_centre, item_start, x, shifted, lab, pos):  # pragma: no cover - compiled
+    """One flat, vectorised pass: scores, centred scores, labels and positions in the working precision."""
+    for k in range(x64.size):
+        x[k] = x64[k]
+        shifted[k] = np.float64(x64[k]) - item_centre[k]
+        lab[k] = lab64[k]
+        pos[k] = k - item_start[k]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -191,27 +196,28 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     precision = np.dtype(precision)
     offsets = np.zeros(lens.size + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
-    x64 = np.ascontiguousarray(flat_scores, dtype=np.float64)
+    # float16 has no Numba arithmetic; float32 and float64 are read as they are
+    x64 = np.ascontiguousarray(flat_scores, dtype=np.float32 if flat_scores.dtype == np.float32 else np.float64)
     centre = np.empty(lens.size)
     fast = np.empty(lens.size, np.bool_)
     _centres(x64, offsets, FAST_SPAN[precision], centre, fast)
-    shifted = x64 - np.repeat(centre, lens)
+    # the working arrays carry PAD items of padding (zeros) for a row's masked last group
+    x, e, lab, pos = (np.zeros(x64.size + PAD, precision) for _ in range(4))
+    _fill_items(x64, labels64, np.repeat(centre, lens), np.repeat(offsets[:-1], lens), x, e, lab, pos)
+    exact_labels = np.array_equal(lab[:x64.size], labels64)
     with np.errstate(over="ignore", invalid="ignore"):
         # NumPy's exp is vectorised (float32 with AVX2); exact sessions may overflow here and never read it
-        e = _padded(np.exp(shifted.astype(precision)))
-    pos = np.zeros(x64.size + PAD, precision)
-    _positions(offsets, pos)
-    lab = labels64.astype(precision)
-    labels = _padded(lab if np.array_equal(lab, labels64) else labels64)
+        np.exp(e, out=e)
+    labels = lab if exact_labels else _padded(labels64)
     small = fast & (lens >= 2) & (lens <= SMALL_SESSION)
     chunks, depth = _diagonal_chunks(offsets, small, CHUNK_ITEMS)
     row_sessions = np.flatnonzero(~small & (lens >= 2))
     pair_visits = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2))
     threads = numba.get_num_threads()
-    parallel = parallel_allowed(pair_visits >= _PARALLEL_PAIRS and threads > 1)
+    parallel = pair_visits >= _PARALLEL_PAIRS and threads > 1  # worth it; parallel_launch decides at launch
     n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
     rows, bounds = _row_tasks(offsets, row_sessions, full_rows, n_tasks)
-    return SessionPlan(lens, offsets, fast, _padded(x64.astype(precision)), x64, labels, labels64, e, pos, chunks,
+    return SessionPlan(lens, offsets, fast, x, x64, labels, labels64, e, pos, chunks,
                        depth, bounds, rows, np.arange(PAD, dtype=precision),
                        tuple(precision.type(1.0 / (2 * k + 1)) for k in range(_SERIES_TERMS[precision])),
                        precision.type(_W_MIN[precision]), labels.dtype.type(FLT_EPSILON), parallel)
@@ -414,7 +420,8 @@ def _forward_row_exact(x, lab, gain, disc, i, start, eps):  # pragma: no cover -
         if abs(dl) < eps:
             continue
         w = 1.0 if gain is None else abs(gain[i] - gain[j]) * abs(disc[i] - disc[j])
-        total += w * _softplus_exact((x[j] - x[i]) if dl > 0.0 else (x[i] - x[j]))
+        d = np.float64(x[j]) - np.float64(x[i])
+        total += w * _softplus_exact(d if dl > 0.0 else -d)
         pairs += 1.0
     return total, pairs
 
@@ -428,10 +435,11 @@ def _gradient_row_exact(x, lab, gain, disc, k, start, stop, eps):  # pragma: no 
         if abs(dl) < eps:
             continue
         w = 1.0 if gain is None else abs(gain[k] - gain[m]) * abs(disc[k] - disc[m])
+        d = np.float64(x[m]) - np.float64(x[k])
         if dl > 0.0:
-            total -= w * _sigmoid_exact(x[m] - x[k])
+            total -= w * _sigmoid_exact(d)
         else:
-            total += w * _sigmoid_exact(x[k] - x[m])
+            total += w * _sigmoid_exact(-d)
         pairs += 1.0
     return total, pairs
 
@@ -576,11 +584,11 @@ def logistic_forward(plan: SessionPlan, weights: PairWeights | None = None) -> t
     n = plan.x64.size
     item_sum = np.zeros(n)
     item_cnt = np.zeros(n)
-    loop = _forward_loop if plan.parallel else _forward_loop_serial
-    loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast,
-         plan.offsets,
-         plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.coefficients,
-         plan.w_min, item_sum, item_cnt)
+    with parallel_launch(plan.parallel) as parallel:
+        loop = _forward_loop if parallel else _forward_loop_serial
+        loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast,
+             plan.offsets, plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON,
+             plan.coefficients, plan.w_min, item_sum, item_cnt)
     if weights is not None:
         item_sum *= weights.inv_ideal
     sums = np.zeros(plan.lens.size)
@@ -596,10 +604,11 @@ def logistic_gradient(plan: SessionPlan, weights: PairWeights | None = None) -> 
     n = plan.x64.size
     out = np.zeros(n)
     item_cnt = np.zeros(n)
-    loop = _gradient_loop if plan.parallel else _gradient_loop_serial
-    loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast, plan.offsets,
-         plan.chunks,
-         plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out, item_cnt)
+    with parallel_launch(plan.parallel) as parallel:
+        loop = _gradient_loop if parallel else _gradient_loop_serial
+        loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast, plan.offsets,
+             plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out,
+             item_cnt)
     if weights is not None:
         out *= weights.inv_ideal
     pairs = np.zeros(plan.lens.size)
@@ -654,14 +663,15 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     v = np.ascontiguousarray(direction, dtype=np.float64).reshape(-1)
     visits = int(np.sum(lens * lens))
     threads = numba.get_num_threads()
-    parallel = parallel_allowed(visits >= _PARALLEL_PAIRS and threads > 1)
+    worthwhile = visits >= _PARALLEL_PAIRS and threads > 1
     rows, bounds = _row_tasks(offsets, np.flatnonzero(lens >= 2), True,
-                              max(1, threads * _TASKS_PER_THREAD) if parallel else 1)
+                              max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1)
     gain = None if weights is None else weights.gain
     disc = None if weights is None else weights.discount
     hv, vslope, item_cnt = np.zeros(x.size), np.zeros(x.size), np.zeros(x.size)
-    loop = _second_order_loop if parallel else _second_order_loop_serial
-    loop(x, labels64, v, gain, disc, offsets, rows, bounds, FLT_EPSILON, hv, vslope, item_cnt)
+    with parallel_launch(worthwhile) as parallel:
+        (_second_order_loop if parallel else _second_order_loop_serial)(x, labels64, v, gain, disc, offsets, rows,
+                                                                        bounds, FLT_EPSILON, hv, vslope, item_cnt)
     if weights is not None:
         hv *= weights.inv_ideal
         vslope *= weights.inv_ideal

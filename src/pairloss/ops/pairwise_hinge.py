@@ -9,7 +9,9 @@ and :math:`Y_s = 0` when :math:`P_s` is empty (an empty, one-item or all-tied se
 MarginRankingCriterion applied to every discordant pair (``X1 = x_hi``, ``X2 = x_lo``, ``Y = +1``) and
 averaged per session, and it keeps that op's conventions: a pair is *active* when
 :math:`h = \text{margin} - (x_{hi} - x_{lo})` is not negative; **at the kink** :math:`h = 0` the loss adds 0
-**and the gradient is passed**; a NaN :math:`h` keeps the loss NaN and passes the gradient. The gradient
+**and the gradient is passed**. Scores must be finite (a ValueError otherwise, on every device): the
+exact O(n log n) algorithm needs scores it can order, and a NaN or infinite score means the model has
+diverged, which a loss should say rather than turn into NaN. The gradient
 is :math:`\partial Y_s/\partial x_{hi} = -1/|P_s|` and :math:`\partial Y_s/\partial x_{lo} = +1/|P_s|` per
 active pair, times the output gradient.
 
@@ -25,9 +27,8 @@ partners below and above it in label order, so it is exact (the same active set,
   gets the run of groups it is at least :math:`2^{-23}` above and the run it is at least :math:`2^{-23}`
   below (both runs, since ``fl(a - b)`` is monotone), which reproduces the pair rule exactly for any
   finite labels;
-- a session of at most ``_DIRECT_MAX`` items, or with a non-finite score or label, is computed pair by pair in
-  the reference's order instead (:math:`O(n^2)`, bit-exact; with inf or NaN scores the active set is not a
-  run, so a huge session with such scores is slow);
+- a session of at most ``_DIRECT_MAX`` items is computed pair by pair in the reference's order instead
+  (:math:`O(n^2)` on tiny sessions, bit-exact);
 - the loss is :math:`\text{margin}\,A + \sum_k d_k (x_k - c)` with :math:`A` the active pairs, :math:`d_k`
   the net count of active pairs in which :math:`k` is the lower item and :math:`c` the session's median
   score (the :math:`d_k` sum to 0), summed with Neumaier compensation; the gradient is :math:`d_k/|P_s|`
@@ -46,8 +47,17 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import serial_twin
-from pairloss._checks import FLT_EPSILON
+from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
+from pairloss._checks import FLT_EPSILON, describe_values
+from pairloss.ops.pair_loops_cuda import (
+    HINGE,
+    check_loss_grad,
+    pair_rows,
+    prepare_sessions_cuda,
+    raise_if_bad_labels,
+    scale_rows,
+    session_mean,
+)
 from pairloss.ops.sessions import LENGTHS_DOC, per_session_output, prepare_sessions
 from pairloss.registry import (
     GI,
@@ -57,6 +67,7 @@ from pairloss.registry import (
     gradient_def,
     operator_schema,
     register_cpu_operator,
+    register_cuda_operator,
     register_gradient,
 )
 
@@ -66,6 +77,7 @@ __all__ = [
     "SCHEMA",
     "pairwise_hinge_loss",
     "pairwise_hinge_loss_gradient",
+    "prepare_finite",
 ]
 
 _MARGIN_DOC = ("Required score gap between the higher- and the lower-labelled item of each pair "
@@ -127,7 +139,7 @@ def _second_order_from_gradient(gradient: Any, scores: np.ndarray, labels: np.nd
                                 direction: np.ndarray, lengths: np.ndarray | None, margin: float
                                 ) -> tuple[np.ndarray, np.ndarray]:
     """(zeros like X, per-session sum of direction * gradient(Y_grad = 1)) with ``gradient`` an impl."""
-    x, _, _, lens, _ = prepare_sessions(scores, labels, lengths, loss_grad)
+    x, _, _, lens, _ = prepare_finite(scores, labels, lengths, loss_grad)
     v = np.asarray(direction)
     if v.shape != x.shape:
         msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
@@ -139,9 +151,22 @@ def _second_order_from_gradient(gradient: Any, scores: np.ndarray, labels: np.nd
 
 
 # ---- reference (float64, every pair, PairWiseLoss's loop order) ---------------------------------------
+def prepare_finite(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None,
+                   loss_grad: npt.ArrayLike | None = None) -> tuple[np.ndarray, ...]:
+    """prepare_sessions, and the scores must be finite (see the module doc)."""
+    prepared = prepare_sessions(scores, labels, lengths, loss_grad)
+    flat = prepared[1]
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        msg = (f"PairWiseHingeLoss: scores must be finite; got NaN or inf at positions "
+               f"{describe_values(np.flatnonzero(bad))}")
+        raise ValueError(msg)
+    return prepared
+
+
 def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                       margin: float) -> np.ndarray:
-    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    x, flat, lab, lens = prepare_finite(scores, labels, lengths)
     out = np.zeros(lens.size, np.float64)
     offset = 0
     for s, length in enumerate(lens):
@@ -161,7 +186,7 @@ def reference_forward(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarra
 
 def reference_gradient(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                        lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
-    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_finite(scores, labels, lengths, loss_grad)
     dx = np.zeros(flat.shape[0], np.float64)
     offset = 0
     for s, length in enumerate(lens):
@@ -480,25 +505,26 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     sums = np.zeros(lens.size, np.float64)
     d = np.empty(x.size, np.float64)
     threads = numba.get_num_threads()
-    # a large session gets the threads to itself only when sessions alone cannot keep them busy
-    big = lens >= _PARALLEL_MIN
-    if big.sum() >= 2 * threads:
-        big[:] = False
-    for s in np.flatnonzero(big):
-        lo, hi = int(offsets[s]), int(offsets[s + 1])
-        ok, pairs[s], sums[s] = _big_session(x[lo:hi], lab[lo:hi], margin, d[lo:hi])
-        if not ok:
-            pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
-    rest = np.flatnonzero(~big)
-    if rest.size:
-        loop = _sessions_loop if threads > 1 and x.size >= _SERIAL_ITEMS else _sessions_loop_serial
-        loop(x, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
+    with parallel_launch(x.size >= _SERIAL_ITEMS) as parallel:
+        # a large session gets the threads to itself only when sessions alone cannot keep them busy
+        big = lens >= _PARALLEL_MIN
+        if not parallel or big.sum() >= 2 * threads:
+            big[:] = False
+        for s in np.flatnonzero(big):
+            lo, hi = int(offsets[s]), int(offsets[s + 1])
+            ok, pairs[s], sums[s] = _big_session(x[lo:hi], lab[lo:hi], margin, d[lo:hi])
+            if not ok:
+                pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
+        rest = np.flatnonzero(~big)
+        if rest.size:
+            loop = _sessions_loop if parallel else _sessions_loop_serial
+            loop(x, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
     return pairs, sums, d
 
 
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                 margin: float) -> np.ndarray:
-    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    x, flat, lab, lens = prepare_finite(scores, labels, lengths)
     pairs, sums, _ = _session_terms(flat, lab, lens, float(margin))
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no pair: loss 0
     return out.astype(x.dtype)
@@ -506,7 +532,7 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
-    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_finite(scores, labels, lengths, loss_grad)
     pairs, _, d = _session_terms(flat, lab, lens, float(margin))
     scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     dx = d * np.repeat(scale, lens)
@@ -516,6 +542,42 @@ def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
 def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
                           lengths: np.ndarray | None = None, *, margin: float) -> tuple[np.ndarray, np.ndarray]:
     return _second_order_from_gradient(gradient_cpu, scores, labels, loss_grad, direction, lengths, margin)
+
+
+# ---- CUDA kernels: the Triton pair loops (O(n^2) pairs per session, in tiles; activity in float64) -----
+forward_cuda: Any = None
+gradient_cuda: Any = None
+
+def _raise_if_not_finite(sessions: Any, bad_labels: Any) -> None:
+    """One host synchronisation for the label and the score checks of a call."""
+    import torch
+
+    counts = torch.stack([bad_labels.to(torch.int64).reshape(()),
+                          (~torch.isfinite(sessions.flat)).sum().to(torch.int64)]).cpu()
+    raise_if_bad_labels(counts[0])
+    if int(counts[1]):
+        msg = f"PairWiseHingeLoss: scores must be finite; got {int(counts[1])} NaN or inf score(s)"
+        raise ValueError(msg)
+
+
+if HAS_TRITON:
+
+    def forward_cuda(scores: Any, labels: Any, lengths: Any = None, *, margin: float) -> Any:  # type: ignore[no-redef]
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        values, counts, bad = pair_rows(sessions, loss=HINGE, forward=True, margin=margin)
+        loss, _ = session_mean(sessions, values, counts, pairs_counted_twice=False)
+        _raise_if_not_finite(sessions, bad)
+        return loss.to(scores.dtype)
+
+    def gradient_cuda(scores: Any, labels: Any, loss_grad: Any, lengths: Any = None, *,  # type: ignore[no-redef]
+                      margin: float) -> Any:
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        check_loss_grad(loss_grad, sessions)
+        values, counts, bad = pair_rows(sessions, loss=HINGE, forward=False, margin=margin)
+        _, pairs = session_mean(sessions, values, counts, pairs_counted_twice=True)
+        out = scale_rows(sessions, values, pairs, loss_grad)
+        _raise_if_not_finite(sessions, bad)
+        return out
 
 
 # ---- gradient definition ------------------------------------------------------------------------------
@@ -531,8 +593,10 @@ def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
 
 
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
+register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
+register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
 

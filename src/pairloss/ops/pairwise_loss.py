@@ -28,9 +28,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, tl, triton
-from pairloss._checks import FLT_EPSILON, check_lengths
+from pairloss._backends import HAS_TRITON
+from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import logistic_forward, logistic_gradient, logistic_second_order, plan_sessions
+from pairloss.ops.pair_loops_cuda import (
+    LOGISTIC,
+    check_loss_grad,
+    pair_rows,
+    prepare_sessions_cuda,
+    raise_if_bad_labels,
+    scale_rows,
+    session_mean,
+)
 from pairloss.ops.sessions import (
     LENGTHS_DOC,
     per_session_output,
@@ -210,161 +219,27 @@ def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.
     return (hv * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
-# ---- CUDA kernels (torch tensors) ---------------------------------------------------------------------
-# One Triton program per (session, block of rows); it walks its session's columns block by block, so
-# nothing n x n is ever materialised. Arithmetic is float32 (float64 for float64 scores), labels are
-# compared in float64, softplus is relu(z) + log1p(exp(-|z|)) with Kahan's log1p (Triton has no portable
-# log1p), and the sigmoid is the stable one. Partial sums go to a
-# (sessions, row blocks) buffer and are reduced in float64 afterwards: deterministic, no atomics.
+# ---- CUDA kernels (torch tensors): the Triton pair loops of ops.pair_loops_cuda ------------------------
 forward_cuda: Any = None
 gradient_cuda: Any = None
-_BLOCK_ROWS = 32
-_BLOCK_COLS = 64
-
-
-def _prepare_cuda(scores: Any, labels: Any, lengths: Any, loss_grad: Any = None) -> tuple[Any, ...]:
-    """prepare_sessions for tensors: (scores, flat scores, float64 labels, int64 lengths on host[, loss_grad])."""
-    import torch
-
-    if scores.dtype not in (torch.float16, torch.float32, torch.float64):
-        msg = f"scores must be a float16, float32 or float64 tensor; got dtype={scores.dtype}"
-        raise TypeError(msg)
-    if scores.dim() == 0 or any(d != 1 for d in scores.shape[1:]):
-        msg = f"scores must have shape (N,) or (N, 1) (one score per item); got shape {tuple(scores.shape)}"
-        raise ValueError(msg)
-    n = scores.shape[0]
-    if labels.dtype == torch.bool or labels.is_complex():
-        msg = f"labels must be an integer or float tensor; got dtype={labels.dtype}"
-        raise TypeError(msg)
-    if labels.dim() not in (1, 2) or (labels.dim() == 2 and labels.shape[1] != 1) or labels.shape[0] != n:
-        msg = f"labels must have shape ({n},) or ({n}, 1), one per score; got shape {tuple(labels.shape)}"
-        raise ValueError(msg)
-    lab = labels.reshape(n).to(torch.float64).contiguous()
-    if bool(torch.isnan(lab).any()):
-        msg = "labels contain NaN"
-        raise ValueError(msg)
-    lens = check_lengths(None if lengths is None else lengths.detach().cpu().numpy(), n)
-    flat = scores.reshape(n).contiguous()
-    if loss_grad is None:
-        return scores, flat, lab, lens
-    if tuple(loss_grad.shape) != (lens.size,):
-        msg = f"loss_grad must have one entry per session, shape ({lens.size},); got shape {tuple(loss_grad.shape)}"
-        raise ValueError(msg)
-    return scores, flat, lab, lens, loss_grad
-
 
 if HAS_TRITON:
 
-    @triton.jit
-    def _log1p(q):
-        # Kahan's log1p from log: u = 1 + q rounds, and log(u) * q / (u - 1) cancels that rounding
-        # (a few ulp in the working precision; no float literal has to carry float64 digits)
-        u = 1.0 + q
-        return tl.where(u == 1.0, q, tl.log(u) * (q / tl.where(u == 1.0, 1.0, u - 1.0)))
-
-    @triton.jit
-    def _load_items(x_ptr, lab_ptr, start, idx, ok, IS_F64: tl.constexpr):
-        # scores in the working precision (float64 only for float64 scores), labels as stored (float64)
-        x = tl.load(x_ptr + start + idx, mask=ok, other=0.0)
-        x = x.to(tl.float64) if IS_F64 else x.to(tl.float32)
-        return x, tl.load(lab_ptr + start + idx, mask=ok, other=0.0)
-
-    @triton.jit
-    def _forward_kernel(x_ptr, lab_ptr, off_ptr, sum_ptr, cnt_ptr, n_row_blocks, eps,
-                        IS_F64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-        s = tl.program_id(0)
-        rb = tl.program_id(1)
-        start = tl.load(off_ptr + s)
-        n = tl.load(off_ptr + s + 1) - start
-        rows = rb * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-        row_ok = rows < n
-        xi, li = _load_items(x_ptr, lab_ptr, start, rows, row_ok, IS_F64)
-        acc = tl.zeros([BLOCK_ROWS], dtype=tl.float64 if IS_F64 else tl.float32)
-        cnt = tl.zeros([BLOCK_ROWS], dtype=tl.int32)
-        # pairs (i, j < i): columns up to the block's last row, none when the block lies past the session
-        stop = tl.where(rb * BLOCK_ROWS < n, tl.minimum(n, (rb + 1) * BLOCK_ROWS), 0)
-        for c0 in range(0, stop, BLOCK_COLS):
-            cols = c0 + tl.arange(0, BLOCK_COLS)
-            col_ok = cols < n
-            xj, lj = _load_items(x_ptr, lab_ptr, start, cols, col_ok, IS_F64)
-            dl = li[:, None] - lj[None, :]
-            counted = (row_ok[:, None] & col_ok[None, :] & (cols[None, :] < rows[:, None])
-                       & (tl.abs(dl) >= eps))
-            z = tl.where(dl > 0, xj[None, :] - xi[:, None], xi[:, None] - xj[None, :])  # x_lo - x_hi
-            loss = tl.maximum(z, 0.0) + _log1p(tl.exp(-tl.abs(z)))
-            acc += tl.sum(tl.where(counted, loss, 0.0), axis=1)
-            cnt += tl.sum(counted.to(tl.int32), axis=1)
-        tl.store(sum_ptr + s * n_row_blocks + rb, tl.sum(acc, axis=0).to(tl.float64))
-        tl.store(cnt_ptr + s * n_row_blocks + rb, tl.sum(cnt, axis=0).to(tl.int64))
-
-    @triton.jit
-    def _gradient_kernel(x_ptr, lab_ptr, off_ptr, raw_ptr, cnt_ptr, eps,
-                         IS_F64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-        s = tl.program_id(0)
-        rb = tl.program_id(1)
-        start = tl.load(off_ptr + s)
-        n = tl.load(off_ptr + s + 1) - start
-        rows = rb * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-        row_ok = rows < n
-        xi, li = _load_items(x_ptr, lab_ptr, start, rows, row_ok, IS_F64)
-        acc = tl.zeros([BLOCK_ROWS], dtype=tl.float64 if IS_F64 else tl.float32)
-        cnt = tl.zeros([BLOCK_ROWS], dtype=tl.int32)
-        # every partner of row i, both triangles, so each program writes only its own rows
-        stop = tl.where(rb * BLOCK_ROWS < n, n, 0)
-        for c0 in range(0, stop, BLOCK_COLS):
-            cols = c0 + tl.arange(0, BLOCK_COLS)
-            col_ok = cols < n
-            xj, lj = _load_items(x_ptr, lab_ptr, start, cols, col_ok, IS_F64)
-            dl = li[:, None] - lj[None, :]
-            counted = row_ok[:, None] & col_ok[None, :] & (tl.abs(dl) >= eps)  # j == i is a tie
-            z = tl.where(dl > 0, xj[None, :] - xi[:, None], xi[:, None] - xj[None, :])  # x_lo - x_hi
-            ez = tl.exp(-tl.abs(z))
-            sig = tl.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez))  # sigmoid(x_lo - x_hi)
-            acc += tl.sum(tl.where(counted, tl.where(dl > 0, -sig, sig), 0.0), axis=1)
-            cnt += tl.sum(counted.to(tl.int32), axis=1)
-        tl.store(raw_ptr + start + rows, acc.to(tl.float64), mask=row_ok)
-        tl.store(cnt_ptr + start + rows, cnt.to(tl.int64), mask=row_ok)
-
-    def _device_layout(flat: Any, lens: np.ndarray) -> tuple[Any, Any, int]:
-        import torch
-
-        offsets = np.zeros(lens.size + 1, np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        n_row_blocks = max(1, triton.cdiv(int(lens.max(initial=0)), _BLOCK_ROWS))
-        return torch.from_numpy(offsets).to(flat.device), torch.from_numpy(lens).to(flat.device), n_row_blocks
-
     def forward_cuda(scores: Any, labels: Any, lengths: Any = None) -> Any:  # type: ignore[no-redef]
-        import torch
-
-        x, flat, lab, lens = _prepare_cuda(scores, labels, lengths)
-        n_sessions = lens.size
-        offsets, _, n_row_blocks = _device_layout(flat, lens)
-        sums = torch.zeros((n_sessions, n_row_blocks), dtype=torch.float64, device=flat.device)
-        counts = torch.zeros((n_sessions, n_row_blocks), dtype=torch.int64, device=flat.device)
-        if n_sessions and flat.numel():
-            _forward_kernel[(n_sessions, n_row_blocks)](
-                flat, lab, offsets, sums, counts, n_row_blocks, FLT_EPSILON,
-                IS_F64=flat.dtype == torch.float64, BLOCK_ROWS=_BLOCK_ROWS, BLOCK_COLS=_BLOCK_COLS)
-        total, pairs = sums.sum(dim=1), counts.sum(dim=1)
-        loss = torch.where(pairs > 0, total / pairs.clamp_min(1), torch.zeros_like(total))
-        return loss.to(x.dtype)
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        values, counts, bad = pair_rows(sessions, loss=LOGISTIC, forward=True)
+        loss, _ = session_mean(sessions, values, counts, pairs_counted_twice=False)
+        raise_if_bad_labels(bad)
+        return loss.to(scores.dtype)
 
     def gradient_cuda(scores: Any, labels: Any, loss_grad: Any, lengths: Any = None) -> Any:  # type: ignore[no-redef]
-        import torch
-
-        x, flat, lab, lens, g = _prepare_cuda(scores, labels, lengths, loss_grad)
-        n_sessions = lens.size
-        offsets, lens_t, n_row_blocks = _device_layout(flat, lens)
-        raw = torch.zeros(flat.numel(), dtype=torch.float64, device=flat.device)
-        counts = torch.zeros(flat.numel(), dtype=torch.int64, device=flat.device)
-        if n_sessions and flat.numel():
-            _gradient_kernel[(n_sessions, n_row_blocks)](
-                flat, lab, offsets, raw, counts, FLT_EPSILON,
-                IS_F64=flat.dtype == torch.float64, BLOCK_ROWS=_BLOCK_ROWS, BLOCK_COLS=_BLOCK_COLS)
-        session = torch.repeat_interleave(torch.arange(n_sessions, device=flat.device), lens_t)
-        pairs = torch.zeros(n_sessions, dtype=torch.int64, device=flat.device).index_add_(0, session, counts) // 2
-        scale = torch.where(pairs > 0, g.to(torch.float64) / pairs.clamp_min(1), 0.0)
-        return (raw * scale[session]).reshape(x.shape).to(x.dtype)
+        sessions = prepare_sessions_cuda(scores, labels, lengths)
+        check_loss_grad(loss_grad, sessions)
+        values, counts, bad = pair_rows(sessions, loss=LOGISTIC, forward=False)
+        _, pairs = session_mean(sessions, values, counts, pairs_counted_twice=True)
+        out = scale_rows(sessions, values, pairs, loss_grad)
+        raise_if_bad_labels(bad)
+        return out
 
 
 # ---- gradient definition ------------------------------------------------------------------------------
