@@ -40,7 +40,6 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import warnings
@@ -48,7 +47,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pairloss import registry
 from pairloss._checks import FLT_EPSILON
 from pairloss.registry import OpSchema
 
@@ -58,11 +56,14 @@ if TYPE_CHECKING:
 __all__ = [
     "export",
     "export_scorer",
+    "install_exporter_hook",
+    "lambdarank_loss_decomposition",
     "margin_ranking_criterion_decomposition",
     "onnx_builder",
     "pairwise_hinge_loss_decomposition",
     "pairwise_loss_decomposition",
     "pairwise_session_mean",
+    "register_with_exporter",
     "softplus",
     "translation_table",
 ]
@@ -89,12 +90,15 @@ def softplus(op: Any, z: Any) -> Any:
     return op.Add(op.Relu(z), log1p)
 
 
-def _double(op: Any, value: float) -> Any:
-    """A float64 scalar constant, exact (a Python float handed to an op could become float32)."""
+def _double(op: Any, value: Any) -> Any:
+    """A float64 scalar: an exact constant for a Python number (a Python float handed to an op could
+    become float32), a Cast for a graph value (a margin given as a tensor: the ``tensor_args`` overloads)."""
     import numpy as np
     from onnxscript import ir
 
-    return op.Constant(value=ir.tensor(np.array(value, dtype=np.float64)))
+    if isinstance(value, int | float | np.number):
+        return op.Constant(value=ir.tensor(np.array(value, dtype=np.float64)))
+    return op.Reshape(op.Cast(value, to=_DOUBLE), op.Constant(value=ir.tensor(np.array([], dtype=np.int64))))
 
 
 def _flat(op: Any, t: Any) -> Any:
@@ -168,6 +172,60 @@ def pairwise_hinge_loss_decomposition(op: Any, x: Any, label: Any, lengths: Any 
     return pairwise_session_mean(op, x, label, lengths, lambda op, z: op.Relu(op.Add(z, _double(op, margin))))
 
 
+def _ranks(op: Any, key: Any, same: Any, positions: Any, *, nan_last: bool) -> Any:
+    """0-based rank of every item within its session by ``key`` descending, ties by position (and NaN
+    keys last, in position order, as the kernels' ``argsort``). ``same``: the (N, N) same-session mask."""
+    ki, kj = op.Unsqueeze(key, [1]), op.Unsqueeze(key, [0])
+    earlier = op.Less(op.Unsqueeze(positions, [0]), op.Unsqueeze(positions, [1]))  # [i, j]: j before i
+    before = op.Or(op.Greater(kj, ki), op.And(op.Equal(kj, ki), earlier))
+    if nan_last:
+        nan_i, nan_j = op.Unsqueeze(op.IsNaN(key), [1]), op.Unsqueeze(op.IsNaN(key), [0])
+        both = op.And(nan_i, nan_j)
+        before = op.Or(op.Or(op.And(nan_i, op.Not(nan_j)), op.And(op.Not(op.Or(nan_i, nan_j)), before)),
+                       op.And(both, earlier))
+    return op.ReduceSum(op.Cast(op.And(same, before), to=_DOUBLE), [1], keepdims=0)
+
+
+def _discount(op: Any, rank: Any, topn: int) -> Any:
+    """1 / log2(2 + rank), 0 from rank ``topn`` on when ``topn > 0``."""
+    value = op.Div(op.Log(_double(op, 2.0)), op.Log(op.Add(rank, _double(op, 2.0))))
+    if topn <= 0:
+        return value
+    return op.Where(op.Less(rank, _double(op, float(topn))), value, _double(op, 0.0))
+
+
+def lambdarank_loss_decomposition(op: Any, x: Any, label: Any, lengths: Any | None = None, *, sigma: Any = 1.0,
+                                  topn: int = 0, gain: str = "exp2") -> Any:
+    """``LambdaRankLoss``: per-session mean of |ΔNDCG| * softplus(sigma (x_lo - x_hi)).
+
+    The kernels' weights, in (N, N) form: ranks by current score (ties by position, NaN last), discounts
+    1/log2(2 + rank) cut at ``topn``, gains 2^label - 1 (or the label), the session's ideal DCG from the
+    ranks by gain, and |G_i - G_j| |D_i - D_j| / IDCG (0 when IDCG is 0).
+    """
+    xd = op.Cast(_flat(op, x), to=_DOUBLE)
+    lab = op.Cast(_flat(op, label), to=_DOUBLE)
+    n = _length_of(op, xd)
+    positions = op.Cast(op.Range(0, n, 1), to=_DOUBLE)
+    if lengths is None:
+        same = op.Expand(op.Constant(value_int=1), op.Concat(op.Unsqueeze(n, [0]), op.Unsqueeze(n, [0]), axis=0))
+        same = op.Cast(same, to=_BOOL)
+    else:
+        ids = _session_ids(op, lengths, n)
+        same = op.Equal(op.Unsqueeze(ids, [1]), op.Unsqueeze(ids, [0]))
+    gains = op.Sub(op.Pow(_double(op, 2.0), lab), _double(op, 1.0)) if gain == "exp2" else lab
+    discount = _discount(op, _ranks(op, xd, same, positions, nan_last=True), topn)
+    ideal = op.Mul(gains, _discount(op, _ranks(op, gains, same, positions, nan_last=False), topn))
+    idcg = op.MatMul(op.Cast(same, to=_DOUBLE), ideal)  # every item: its session's ideal DCG
+    zero = _double(op, 0.0)
+    inv_ideal = op.Where(op.Greater(idcg, zero), op.Div(_double(op, 1.0), op.Max(idcg, _double(op, 1e-300))), zero)
+    weight = op.Mul(op.Mul(op.Abs(op.Sub(op.Unsqueeze(gains, [1]), op.Unsqueeze(gains, [0]))),
+                           op.Abs(op.Sub(op.Unsqueeze(discount, [1]), op.Unsqueeze(discount, [0])))),
+                    op.Unsqueeze(inv_ideal, [1]))
+    scale = _double(op, sigma)
+    return pairwise_session_mean(op, x, label, lengths,
+                                 lambda op, z: op.Mul(weight, softplus(op, op.Mul(scale, z))))
+
+
 def margin_ranking_criterion_decomposition(op: Any, x1: Any, x2: Any, y: Any, *, margin: float = 1.0) -> Any:
     """``MarginRankingCriterion``: max(0, -y (x1 - x2) + margin) elementwise, in float64 like the kernel.
 
@@ -180,17 +238,10 @@ def margin_ranking_criterion_decomposition(op: Any, x1: Any, x2: Any, y: Any, *,
 
 
 # --------------------------------------------------------------------------------------------------------
-# From the registry to the exporter's translation table
+# From the registry to the exporter: the machinery lives in pairloss.nn._onnx (below this module, so that
+# `import pairloss.nn` can register the translations with torch.onnx.export); imported lazily, so that
+# importing this module imports no torch
 # --------------------------------------------------------------------------------------------------------
-def _import_builder(ref: str, op_name: str) -> Builder:
-    module_name, _, attr = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        msg = f"{op_name}: its ONNX decomposition {ref!r} (\"module:function\") cannot be imported: {exc}"
-        raise ImportError(msg) from exc
-
-
 def onnx_builder(op: OpSchema | str) -> Builder | None:
     """The ONNX builder ``builder(opset, *inputs, **args)`` the schema of ``op`` declares, or None.
 
@@ -203,94 +254,33 @@ def onnx_builder(op: OpSchema | str) -> Builder | None:
         >>> onnx_builder("PairWiseLossGradient") is None
         True
     """
-    s = registry.schema(op) if isinstance(op, str) else op
-    if s.onnx_schema:
-        onnx_op = s.onnx_schema
+    from pairloss.nn import _onnx
 
-        def standard(opset: Any, *inputs: Any, **args: Any) -> Any:
-            given = list(inputs)
-            while given and given[-1] is None:
-                given.pop()
-            return getattr(opset, onnx_op)(*given, **args)
-
-        standard.__name__ = f"onnx_{onnx_op}"
-        return standard
-    if s.onnx_export is None:
-        return None
-    return _import_builder(s.onnx_export, s.name) if isinstance(s.onnx_export, str) else s.onnx_export
-
-
-def _translation(s: OpSchema, overload: torch._ops.OpOverload, builder: Builder, opset: Any) -> Callable[..., Any]:
-    """An onnxscript (trace-only) function with the torch op's signature that calls ``builder``.
-
-    The exporter binds the FX node's arguments by the torch schema's names and reads the parameter
-    annotations: annotated Python types (the schema's args) become ONNX attributes, the rest inputs.
-    """
-    import torch
-
-    params, annotations, input_names, attr_names = [], {}, [], []
-    for a in overload._schema.arguments:
-        if a.kwarg_only:
-            arg = s.get_arg(a.name)
-            default = inspect.Parameter.empty if arg.required else arg.default
-            params.append(inspect.Parameter(a.name, inspect.Parameter.KEYWORD_ONLY, default=default))
-            annotations[a.name] = arg.type
-            attr_names.append(a.name)
-        else:
-            optional = isinstance(a.type, torch.OptionalType)
-            params.append(inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                            default=None if optional else inspect.Parameter.empty))
-            input_names.append(a.name)
-    signature = inspect.Signature(params)
-
-    def translate(*args, **kwargs):  # unannotated: the signature and annotations are set below
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return builder(opset, *(bound.arguments[n] for n in input_names),
-                       **{n: bound.arguments[n] for n in attr_names})
-
-    translate.__signature__ = signature  # type: ignore[attr-defined]
-    translate.__annotations__ = annotations
-    translate.__name__ = translate.__qualname__ = overload._schema.name.split("::")[-1]
-    translate.__doc__ = f"ONNX translation of pairloss operator {s.name} ({registry.onnx_mapping(s.name)})."
-    return translate
-
-
-def _identity(opset: Any) -> Callable[..., Any]:
-    def scale_gradient(x, scale: float):  # x unannotated: an input; scale: float: an attribute
-        return opset.Identity(x)
-
-    return scale_gradient
+    return _onnx.onnx_builder(op)
 
 
 def translation_table(*, opset: Any = None) -> dict[torch._ops.OpOverload, Callable[..., Any]]:
-    """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``, built from the registry.
+    """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``, built from the registry
+    (see :func:`pairloss.nn._onnx.translation_table`)."""
+    from pairloss.nn import _onnx
 
-    Every registry operator whose schema declares an ONNX mapping (``inherit_onnx_schema`` or
-    ``onnx_decomposition``) maps its ``torch.ops.pairloss.<op>.default`` to a function that builds that
-    mapping; operators without one (the gradient operators) are left out. The bridge's
-    ``pairloss::scale_gradient`` (the scale of ``negate_gradient(x, scale)``, identity forward) maps to
-    ``Identity``.
+    return _onnx.translation_table(opset=opset)
 
-    Args:
-        opset: The onnxscript opset the builders use; default ``onnxscript.opset18`` (the exporter's
-            own; nodes take the model's opset version).
-    """
-    import onnxscript
-    import torch
 
-    from pairloss.nn import _torch_ops
+def register_with_exporter() -> list[str]:
+    """Put the registry's ONNX translations into ``torch.onnx.export``'s own registry; ``import pairloss.nn``
+    arranges it (see :func:`pairloss.nn._onnx.register_with_exporter`). Returns the names registered."""
+    from pairloss.nn import _onnx
 
-    opset = onnxscript.opset18 if opset is None else opset
-    _torch_ops.register_all()
-    table: dict[Any, Callable[..., Any]] = {}
-    for s in registry.all_schemas():
-        builder = onnx_builder(s)
-        if builder is not None:
-            overload = _torch_ops.torch_op(s.name)
-            table[overload] = _translation(s, overload, builder, opset)
-    table[getattr(torch.ops, _torch_ops.NAMESPACE).scale_gradient.default] = _identity(opset)
-    return table
+    return _onnx.register_with_exporter()
+
+
+def install_exporter_hook() -> None:
+    """Register the translations with the exporter now, or when it loads (idempotent; ``import
+    pairloss.nn`` calls it)."""
+    from pairloss.nn import _onnx
+
+    _onnx.install_exporter_hook()
 
 
 # --------------------------------------------------------------------------------------------------------

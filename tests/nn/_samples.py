@@ -106,30 +106,46 @@ def forward_ops() -> list[str]:
     return [s.name for s in registry.all_schemas(include_gradients=False)]
 
 
-def gradient_samples() -> dict[str, list[Sample]]:
-    """Inputs of every gradient op, derived from the forward samples: run the forward op, draw an output
-    gradient, and resolve each gradient def's blobs (I(k), O(k), GO(k)) against them."""
+def _derived_samples(name: str, sample: Sample) -> list[tuple[str, Sample]]:
+    """Samples of the gradient ops of ``name``: run it on ``sample``, draw output gradients, and resolve
+    each gradient def's blobs (I(k), O(k), GO(k)) against them. An input of a gradient op is
+    differentiable when it is a differentiable input of ``name``, one of its outputs, or an output
+    gradient (labels and lengths are not)."""
+    s = registry.schema(name)
+    given = [t for t in sample.inputs if t is not None]
+    outputs = torch_op(name)(*given, **sample.args)
+    outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
+    ws: dict[str, torch.Tensor] = {f"in{k}": t.detach() for k, t in enumerate(given)}
+    differentiable = {f"in{k}" for k in sample.float_inputs}
+    for k, o in enumerate(outputs):
+        ws[f"out{k}"] = o.detach()
+        ws[registry.grad_name(f"out{k}")] = torch.randn(o.shape, generator=_gen(5 + k), dtype=torch.float64
+                                                         ).to(o.dtype)
+        differentiable |= {f"out{k}", registry.grad_name(f"out{k}")}
+    op = OperatorDef(name, tuple(f"in{k}" for k in range(len(given))),
+                     tuple(f"out{k}" for k in range(len(s.outputs))), dict(sample.args))
+    out = []
+    for d in registry.get_gradient_defs(op):
+        inputs = tuple(ws[b] for b in d.inputs)
+        floats = tuple(j for j, b in enumerate(d.inputs) if b in differentiable)
+        out.append((d.type, Sample(inputs, dict(d.args), floats, desc=f"{name}-{sample.desc}")))
+    return out
+
+
+def gradient_samples(max_order: int = 3) -> dict[str, list[Sample]]:
+    """Inputs of every gradient op, of every order up to ``max_order``, derived from the forward samples
+    through the registry's gradient defs (a gradient op's gradient ops get samples from its samples)."""
     out: dict[str, list[Sample]] = {}
+    frontier: list[tuple[str, Sample]] = []
     for name in forward_ops():
-        if not registry.has_gradient(name):
-            continue
-        s = registry.schema(name)
         try:
-            samples = sampler(name)()
+            frontier += [(name, sample) for sample in sampler(name)()]
         except LookupError:
             continue  # reported by test_every_forward_op_has_torch_samples
-        for sample in samples:
-            given = [t for t in sample.inputs if t is not None]
-            outputs = torch_op(name)(*given, **sample.args)
-            outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
-            ws: dict[str, torch.Tensor] = {f"in{k}": t.detach() for k, t in enumerate(given)}
-            for k, o in enumerate(outputs):
-                ws[f"out{k}"] = o.detach()
-                ws[registry.grad_name(f"out{k}")] = torch.randn(o.shape, generator=_gen(5), dtype=torch.float64
-                                                                 ).to(o.dtype)
-            op = OperatorDef(name, tuple(f"in{k}" for k in range(len(given))),
-                             tuple(f"out{k}" for k in range(len(s.outputs))), dict(sample.args))
-            for d in registry.get_gradient_defs(op):
-                inputs = tuple(ws[b] for b in d.inputs)
-                out.setdefault(d.type, []).append(Sample(inputs, dict(d.args), desc=f"{name}-{sample.desc}"))
+    for _ in range(max_order):
+        derived = [pair for name, sample in frontier if registry.has_gradient(name)
+                   for pair in _derived_samples(name, sample)]
+        for name, sample in derived:
+            out.setdefault(name, []).append(sample)
+        frontier = derived
     return out

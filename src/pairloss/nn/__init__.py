@@ -1,7 +1,9 @@
 """PyTorch front end: drop-in loss modules, functional forms, and every registry operator as a
 ``torch.library`` custom op (``torch.ops.pairloss.*``).
 
-Importing this package registers the custom ops once (see :mod:`pairloss.nn._torch_ops`).
+Importing this package registers the custom ops once (see :mod:`pairloss.nn._torch_ops`), and their ONNX
+translations with ``torch.onnx.export`` as soon as the exporter loads (:func:`pairloss.nn._onnx.install_exporter_hook`),
+so a plain ``torch.onnx.export`` or ``torch.export.export`` of a model holding these modules works.
 
 Examples:
     >>> import torch
@@ -15,7 +17,7 @@ Examples:
 
 from __future__ import annotations
 
-from pairloss.nn import functional
+from pairloss.nn import _onnx, functional
 from pairloss.nn._torch_ops import torch_op
 from pairloss.nn.modules import (
     GradientReversal,
@@ -26,6 +28,8 @@ from pairloss.nn.modules import (
     PairwiseHingeLoss,
     PairwiseLogisticLoss,
 )
+
+_onnx.install_exporter_hook()
 
 __all__ = [
     "GradientReversal",

@@ -6,6 +6,12 @@ Every schema in :mod:`pairloss.registry` becomes the custom op ``pairloss::<snak
 * **schema string**: each declared input is a ``Tensor`` (``Tensor? name=None`` when optional), each
   argument a keyword-only typed scalar carrying the schema default (``*, float margin=1.0``), and the
   op returns as many tensors as the schema declares outputs;
+* **``.tensor_args`` overload** for an op with ``float`` arguments: the same op with every float
+  argument a positional 0-d ``Tensor`` (``pairloss::margin_ranking_criterion.tensor_args(Tensor x1,
+  Tensor x2, Tensor y, Tensor margin)``). Under ``torch.compile(dynamic=True)`` a margin that changes
+  between calls is a symbolic float; a ``float`` schema argument would have to be specialised (one
+  recompilation per value, and ``fullgraph=True`` fails at the recompile limit), a tensor enters the
+  graph as data. :mod:`pairloss.nn.functional` picks it for a symbolic or tensor margin;
 * **CPU kernel** (``register_kernel("cpu")``): the registry's NumPy kernel on zero-copy ``.numpy()``
   views of the (detached) inputs. bfloat16 has no NumPy dtype, so bfloat16 inputs are upcast to float32
   around the kernel and the outputs cast back; float16 goes through as is (the kernels compute in at
@@ -18,16 +24,34 @@ Every schema in :mod:`pairloss.registry` becomes the custom op ``pairloss::<snak
 * **fake kernel** (``register_fake``): output shapes and dtypes from the schema's shape function
   (``identical_type_and_shape`` or ``tensor_inference_function``), so ``torch.compile(fullgraph=True)``
   and ``torch.export`` trace through every op without running it;
-* **autograd** (``register_autograd``) for every op with a gradient maker: the backward runs the
-  gradient operators that :func:`pairloss.registry.get_gradient_defs` returns, each as its own custom
-  op (so the backward is itself traceable). In the gradient defs, ``I(k)`` blobs are the saved forward
-  inputs, ``O(k)`` the saved forward outputs, ``GO(k)`` the incoming output gradients, and ``GI(k)``
-  the gradient of forward input ``k``; an input with no ``GI`` (labels, lengths) gets ``None``;
+* **autograd** (a kernel at the ``Autograd`` key that applies an ``autograd.Function``):
+
+  - *backward* runs the gradient operators that :func:`pairloss.registry.get_gradient_defs` returns,
+    each as its own custom op, so the backward is itself differentiable (double backward, Hessians)
+    wherever the gradient operators have gradient makers of their own. In the gradient defs, ``I(k)``
+    blobs are the saved forward inputs, ``O(k)`` the saved forward outputs, ``GO(k)`` the incoming
+    output gradients, and ``GI(k)`` the gradient of forward input ``k``; an input with no ``GI``
+    (labels, lengths, float arguments) gets ``None``;
+  - *forward mode* (``jvp``, for ``torch.func.jvp``/``jacfwd`` and ``torch.autograd.forward_ad``) is
+    the double-vjp identity :math:`J t = \partial_u \langle J^\top u, t\rangle`: the vjp
+    :math:`J^\top u` is the op's gradient operators, linear in the output gradient :math:`u`, so the
+    tangent of output ``k`` is the gradient, with respect to their ``GO(k)`` input, of those gradient
+    operators with incoming gradient ``t`` -- i.e. the ``GI`` of that input in *their* gradient defs,
+    run at :math:`u = 0`. Only the registry's gradient makers are used: no per-op rule, and an op
+    whose gradient operators have no gradient maker says so instead of returning zeros;
+  - an op without a gradient maker still gets the kernel, whose backward and jvp raise naming the op
+    (torch's fallback would warn and return silently wrong zeros);
+
+* **vmap** (``register_vmap``): one generic rule for every op and overload. The registry declares no
+  batching semantics, so it runs the op once per batch entry (``select`` along each input's batch
+  dimension) and stacks the outputs along dimension 0; an empty batch takes its output shapes from the
+  schema's shape function. It composes with autograd and forward mode (``jacrev``, ``jacfwd``,
+  ``hessian`` are vmaps over vjps and jvps);
 * **in-place variants**: a schema that allows input 0 to be written by output 0 (``allow_inplace``)
   also gets ``pairloss::<name>_`` with ``Tensor(a!)`` first argument and no return (``negative_``).
   It runs the out-of-place kernel and copies into the input, and has no autograd formula (a mutating op
-  cannot have one): under autograd use :func:`pairloss.nn.functional.negative` with ``inplace=True``,
-  which writes through ``Tensor.copy_`` when gradients are recorded.
+  cannot have one): :func:`pairloss.nn.functional.negative` with ``inplace=True`` writes through
+  ``Tensor.copy_`` instead, which autograd, vmap and the compilers all understand.
 
 Registration happens once, when this module is imported (``import pairloss.nn`` imports it), and is
 driven only by the registry: an operator module added to :mod:`pairloss.ops` gets its torch op without
@@ -40,6 +64,8 @@ Examples:
     pairloss.pairwise_loss.default
     >>> print(torch_op("MarginRankingCriterion")._schema)
     pairloss::margin_ranking_criterion(Tensor x1, Tensor x2, Tensor y, *, float margin=1.) -> Tensor
+    >>> print(torch_op("MarginRankingCriterion", tensor_args=True)._schema)
+    pairloss::margin_ranking_criterion.tensor_args(Tensor x1, Tensor x2, Tensor y, Tensor margin) -> Tensor
     >>> torch.ops.pairloss.negative(torch.tensor([1.0, -2.0]))
     tensor([-1.,  2.])
 """
@@ -49,17 +75,22 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
+from torch._functorch.autograd_function import enable_single_level_autograd_function
 
 from pairloss import registry
 from pairloss.registry import OperatorDef, OpSchema
 
 __all__ = [
     "NAMESPACE",
+    "TENSOR_ARGS",
+    "call_op",
     "inplace_op_name",
     "register_all",
     "registered_ops",
@@ -70,6 +101,8 @@ __all__ = [
 ]
 
 NAMESPACE = "pairloss"
+#: Overload name of the variant whose float arguments are 0-d tensors.
+TENSOR_ARGS = "tensor_args"
 
 # One library fragment for every op the bridge defines; it must stay alive for the ops to stay defined.
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
@@ -130,6 +163,10 @@ def _input_names(s: OpSchema) -> list[str]:
     return names
 
 
+def _float_args(s: OpSchema) -> list[registry.Arg]:
+    return [a for a in s.args if a.type is float]
+
+
 def _format_default(arg: registry.Arg) -> str:
     value = arg.default
     if arg.type is bool:
@@ -141,21 +178,29 @@ def _format_default(arg: registry.Arg) -> str:
     return repr(int(value))
 
 
-def _schema_string(s: OpSchema, *, inplace: bool = False) -> str:
+def _schema_string(s: OpSchema, *, inplace: bool = False, tensor_args: bool = False) -> str:
     if len(s.inputs) != s.max_inputs or len(s.outputs) != s.max_outputs:
         msg = f"{s.name}: every input and output must be declared to build a torch schema"
         raise ValueError(msg)
     params = []
     for inp, name in zip(s.inputs, _input_names(s), strict=True):
+        optional = inp.optional or inp.index >= s.min_inputs
         if inplace and inp.index == 0:
             params.append(f"Tensor(a!) {name}")
-        elif inp.optional or inp.index >= s.min_inputs:
+        elif tensor_args:
+            # positional tensors follow, so nothing here has a default: the bridge passes every input
+            params.append(f"Tensor? {name}" if optional else f"Tensor {name}")
+        elif optional:
             params.append(f"Tensor? {name}=None")
         else:
             params.append(f"Tensor {name}")
-    if s.args:
+    scalars = [a for a in s.args if not (tensor_args and a.type is float)]
+    if tensor_args:
+        # positional, not keyword-only: torch.library.register_vmap refuses keyword-only tensors
+        params += [f"Tensor {a.name}" for a in _float_args(s)]
+    if scalars:
         params.append("*")
-        for a in s.args:
+        for a in scalars:
             if a.type not in _ARG_TYPES:
                 msg = f"{s.name}: argument {a.name!r} has type {a.type.__name__}, which has no torch schema type"
                 raise TypeError(msg)
@@ -211,6 +256,17 @@ def _output_specs(s: OpSchema, given: Sequence[torch.Tensor], args: dict[str, An
         msg = f"{s.name}: shape function gave {len(out)} outputs; the schema declares {len(s.outputs)}"
         raise ValueError(msg)
     return [(tuple(shape), _as_torch_dtype(dtype)) for shape, dtype in out]
+
+
+def _shape_args(s: OpSchema, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments for a shape function: a tensor float argument (only a fake or a device value while
+    tracing) is replaced by the schema default, which a shape function may read but must not depend on."""
+    plain = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+    resolved = s.resolve_args(plain)
+    for k, v in kwargs.items():
+        if isinstance(v, torch.Tensor):
+            resolved[k] = s.get_arg(k).default if not s.get_arg(k).required else 0.0
+    return resolved
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -274,16 +330,45 @@ def _pack(s: OpSchema, outs: list[torch.Tensor]) -> torch.Tensor | tuple[torch.T
     return outs[0] if len(s.outputs) == 1 else tuple(outs)
 
 
-def _make_kernels(s: OpSchema) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-    def cpu(*inputs: torch.Tensor | None, **kwargs: Any) -> Any:
-        return _pack(s, _run_cpu(s, inputs, kwargs))
+def _split_call(s: OpSchema, tensor_args: bool, args: Sequence[Any], kwargs: dict[str, Any]
+                ) -> tuple[list[torch.Tensor | None], dict[str, Any]]:
+    """(the op's inputs, its arguments by name) from one call of either overload."""
+    n = len(s.inputs)
+    inputs = list(args[:n])
+    named = dict(kwargs)
+    if tensor_args:
+        named.update({a.name: v for a, v in zip(_float_args(s), args[n:], strict=True)})
+    return inputs, named
 
-    def cuda(*inputs: torch.Tensor | None, **kwargs: Any) -> Any:
-        return _pack(s, _run_cuda(s, inputs, kwargs))
 
-    def fake(*inputs: torch.Tensor | None, **kwargs: Any) -> Any:
+def _concrete_args(s: OpSchema, named: dict[str, Any]) -> dict[str, Any]:
+    """Tensor float arguments as Python floats (the kernels take Python scalars); the registry then
+    checks them like any other argument (finite, right type)."""
+    out = dict(named)
+    for a in _float_args(s):
+        v = out.get(a.name)
+        if isinstance(v, torch.Tensor):
+            if v.numel() != 1:
+                msg = (f"{s.name}: argument {a.name!r} must be a number or a one-element tensor; "
+                       f"got shape {tuple(v.shape)}")
+                raise ValueError(msg)
+            out[a.name] = v.item()
+    return out
+
+
+def _make_kernels(s: OpSchema, tensor_args: bool) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    def cpu(*args: Any, **kwargs: Any) -> Any:
+        inputs, named = _split_call(s, tensor_args, args, kwargs)
+        return _pack(s, _run_cpu(s, inputs, _concrete_args(s, named)))
+
+    def cuda(*args: Any, **kwargs: Any) -> Any:
+        inputs, named = _split_call(s, tensor_args, args, kwargs)
+        return _pack(s, _run_cuda(s, inputs, _concrete_args(s, named)))
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        inputs, named = _split_call(s, tensor_args, args, kwargs)
         given = _trim(inputs, s)
-        specs = _output_specs(s, given, s.resolve_args(kwargs))
+        specs = _output_specs(s, given, _shape_args(s, named))
         return _pack(s, [given[0].new_empty(shape, dtype=dtype) for shape, dtype in specs])
 
     return cpu, cuda, fake
@@ -304,7 +389,33 @@ def _make_inplace_kernels(s: OpSchema) -> tuple[Callable[..., Any], Callable[...
 
 
 # --------------------------------------------------------------------------------------------------------
-# Autograd: the backward runs the registry's gradient operators as custom ops
+# Calling an op by registry name (what the gradient defs name)
+# --------------------------------------------------------------------------------------------------------
+def call_op(name: str, inputs: Sequence[torch.Tensor | None], args: dict[str, Any] | None = None
+            ) -> list[torch.Tensor]:
+    """Run registry operator ``name`` through its torch op; returns its outputs as a list.
+
+    ``inputs`` may stop before the optional ones. A float argument given as a tensor selects the
+    ``tensor_args`` overload (the other float arguments then become 0-d float64 tensors too).
+    """
+    s = registry.schema(name)
+    args = dict(args or {})
+    tensors = [*inputs, *([None] * (len(s.inputs) - len(inputs)))]
+    if any(isinstance(v, torch.Tensor) for v in args.values()):
+        device = next((t.device for t in tensors if t is not None), None)
+        floats = []
+        for a in _float_args(s):
+            v = args.pop(a.name, a.default)
+            floats.append(v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64,
+                                                                            device=device))
+        out = torch_op(name, tensor_args=True)(*tensors, *floats, **args)
+    else:
+        out = torch_op(name)(*tensors, **s.resolve_args(args))
+    return list(out) if isinstance(out, tuple | list) else [out]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Autograd: backward runs the gradient operators, forward mode the gradient operators' gradients
 # --------------------------------------------------------------------------------------------------------
 def _in_blob(k: int) -> str:
     return f"in{k}"
@@ -315,77 +426,301 @@ def _out_blob(k: int) -> str:
 
 
 @lru_cache(maxsize=512)
-def _gradient_defs(name: str, n_given: int, args: tuple[tuple[str, Any], ...]) -> tuple[OperatorDef, ...]:
+def _cached_gradient_defs(name: str, n_given: int, args: tuple[tuple[str, Any], ...]) -> tuple[OperatorDef, ...]:
+    return _gradient_defs_uncached(name, n_given, dict(args))
+
+
+def _gradient_defs_uncached(name: str, n_given: int, args: dict[str, Any]) -> tuple[OperatorDef, ...]:
     s = registry.schema(name)
     op = OperatorDef(name, tuple(_in_blob(k) for k in range(n_given)),
                      tuple(_out_blob(k) for k in range(len(s.outputs))), dict(args))
     return tuple(registry.get_gradient_defs(op))
 
 
-def _make_autograd(s: OpSchema) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _gradient_defs(name: str, n_given: int, args: dict[str, Any]) -> tuple[OperatorDef, ...]:
+    """The gradient defs of ``name`` with blobs ``in<k>``/``out<k>``; cached unless an argument is a
+    tensor (tensors hash by identity: caching them would only leak)."""
+    if any(isinstance(v, torch.Tensor) for v in args.values()):
+        return _gradient_defs_uncached(name, n_given, args)
+    return _cached_gradient_defs(name, n_given, tuple(args.items()))
+
+
+def _run_defs(defs: Sequence[OperatorDef], ws: dict[str, torch.Tensor]) -> None:
+    """Run gradient defs in order on workspace ``ws`` (blob name -> tensor)."""
+    written: set[str] = set()
+    for d in defs:
+        results = call_op(d.type, [ws[b] for b in d.inputs], d.args)
+        for blob, value in zip(d.outputs, results, strict=True):
+            # two gradient ops writing one blob add up, as in Caffe2's gradient accumulation
+            ws[blob] = ws[blob] + value if blob in written else value
+            written.add(blob)
+
+
+def _no_gradient(name: str, what: str) -> RuntimeError:
+    return RuntimeError(f"{what} through pairloss operator {name} is not available: {name} has no gradient "
+                        f"maker in the registry (register one with pairloss.registry.register_gradient)")
+
+
+def _forward_ad_active() -> bool:
+    # torch.autograd.forward_ad and torch.func.jvp both enter a dual level; dual tensors do not
+    # require grad, so autograd's requires_grad test alone would skip the jvp and give zero tangents
+    return fwAD._current_level >= 0
+
+
+@dataclass
+class _Meta:
+    """The dispatch keyset and keyword-only arguments, passed through autograd.Function.apply."""
+
+    keyset: Any
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class _Saved:
+    n_args: int  # positional arguments of the call (autograd wants one gradient per argument)
+    given: int  # inputs given (trailing optional ones dropped)
+    args: dict[str, Any]  # every argument by name; tensor float arguments are saved tensors (None here)
+    tensor_arg_names: tuple[str, ...]
+    defs: tuple[OperatorDef, ...]
+    backward_blobs: tuple[str, ...]
+    forward_blobs: tuple[str, ...]
+
+
+def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bool) -> type[torch.autograd.Function]:
+    """The autograd.Function of one overload of one registry op (applied by the Autograd kernel)."""
     n_outputs = len(s.outputs)
 
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any,
-                      keyword_only_inputs: dict[str, Any] | None = None) -> None:
-        given = _trim(inputs, s)
-        args = s.resolve_args(dict(keyword_only_inputs or {}))
-        defs = _gradient_defs(s.name, len(given), tuple(args.items()))
-        used = {b for d in defs for b in d.inputs}
+    def forward(*args: Any) -> Any:
+        return _redispatch_below_autograd(overload, args[-1], args[:-1])
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        meta = inputs[-1]
+        call_inputs, named = _split_call(s, tensor_args, inputs[:-1], meta.kwargs)
+        given = _trim(call_inputs, s)
+        tensor_named = {k: v for k, v in named.items() if isinstance(v, torch.Tensor)}
+        args = {**s.resolve_args({k: v for k, v in named.items() if k not in tensor_named}), **tensor_named}
         outputs = list(output) if n_outputs > 1 else [output]
+        values = {**{_in_blob(k): t for k, t in enumerate(given)},
+                  **{_out_blob(k): t for k, t in enumerate(outputs)}}
+        # looked up per call: a gradient maker registered (or removed) after the op was bridged counts
+        defs = _gradient_defs(s.name, len(given), args) if registry.has_gradient(s.name) else ()
         # save only the blobs the gradient ops read (Negative's gradient reads none of them)
-        saved_in = [k for k in range(len(given)) if _in_blob(k) in used]
-        saved_out = [k for k in range(n_outputs) if _out_blob(k) in used]
-        ctx.save_for_backward(*(given[k] for k in saved_in), *(outputs[k] for k in saved_out))
-        ctx.pairloss_meta = (len(inputs), defs, saved_in, saved_out)
+        used = {b for d in defs for b in d.inputs}
+        backward_blobs = tuple(b for b in values if b in used)
+        forward_blobs = tuple(values) if _forward_ad_active() else ()
+        names = tuple(tensor_named)
+        ctx.save_for_backward(*(values[b] for b in backward_blobs), *tensor_named.values())
+        if forward_blobs:
+            ctx.save_for_forward(*(values[b] for b in forward_blobs), *tensor_named.values())
+        ctx.pairloss = _Saved(len(inputs) - 1, len(given), {k: None if k in tensor_named else v
+                                                              for k, v in args.items()},
+                              names, defs, backward_blobs, forward_blobs)
+
+    def _restore(saved: _Saved, tensors: Sequence[torch.Tensor], blobs: Sequence[str]
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        ws = dict(zip(blobs, tensors[: len(blobs)], strict=True))
+        args = dict(saved.args)
+        args.update(zip(saved.tensor_arg_names, tensors[len(blobs):], strict=True))
+        return ws, args
 
     def backward(ctx: Any, *grads: torch.Tensor) -> Any:
-        n_inputs, defs, saved_in, saved_out = ctx.pairloss_meta
-        saved = ctx.saved_tensors
-        ws: dict[str, torch.Tensor] = {}
-        ws.update({_in_blob(k): t for k, t in zip(saved_in, saved[: len(saved_in)], strict=True)})
-        ws.update({_out_blob(k): t for k, t in zip(saved_out, saved[len(saved_in):], strict=True)})
+        saved: _Saved = ctx.pairloss
+        if not registry.has_gradient(s.name):
+            raise _no_gradient(s.name, "Backward")
+        ws, args = _restore(saved, ctx.saved_tensors, saved.backward_blobs)
+        defs = saved.defs if not saved.tensor_arg_names else _gradient_defs(s.name, saved.given, args)
         ws.update({registry.grad_name(_out_blob(k)): g for k, g in enumerate(grads)})
-        written: set[str] = set()
-        for d in defs:
-            op = torch_op(d.type)
-            gs = registry.schema(d.type)
-            n_pos = len(gs.inputs)
-            results = op(*(ws[b] for b in d.inputs), *([None] * (n_pos - len(d.inputs))),
-                         **gs.resolve_args(d.args))
-            results = list(results) if isinstance(results, tuple | list) else [results]
-            for blob, value in zip(d.outputs, results, strict=True):
-                # two gradient ops writing one blob add up, as in Caffe2's gradient accumulation
-                ws[blob] = ws[blob] + value if blob in written else value
-                written.add(blob)
-        grads_in = tuple(ws.get(registry.grad_name(_in_blob(k))) for k in range(n_inputs))
-        return grads_in[0] if n_inputs == 1 else grads_in
+        _run_defs(defs, ws)
+        grads_in = [ws.get(registry.grad_name(_in_blob(k))) for k in range(saved.given)]
+        return (*grads_in, *([None] * (saved.n_args - saved.given)), None)
 
-    return setup_context, backward
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> Any:
+        saved: _Saved = ctx.pairloss
+        if not registry.has_gradient(s.name):
+            raise _no_gradient(s.name, "Forward-mode AD")
+        _refuse_forward_over_forward(s.name)
+        values, args = _restore(saved, ctx.saved_tensors, saved.forward_blobs)
+        defs = saved.defs if not saved.tensor_arg_names else _gradient_defs(s.name, saved.given, args)
+        out_tangents = _double_vjp(s.name, defs, values, list(tangents[: saved.given]), n_outputs)
+        out = [t if t is not None else torch.zeros_like(values[_out_blob(k)]) for k, t in enumerate(out_tangents)]
+        return out[0] if n_outputs == 1 else tuple(out)
+
+    name = f"PairlossFunction_{snake_case(s.name)}{'_tensor_args' if tensor_args else ''}"
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward), "jvp": staticmethod(jvp),
+    })
+
+
+def _double_vjp(name: str, defs: Sequence[OperatorDef], values: dict[str, torch.Tensor],
+                tangents: list[torch.Tensor | None], n_outputs: int) -> list[torch.Tensor | None]:
+    r"""Output tangents :math:`J t` of op ``name`` from its gradient defs (blobs ``in<k>``, ``out<k>``).
+
+    Each gradient def ``d`` computes part of :math:`J^\top u` from the output gradients :math:`u`
+    (blobs ``out<k>_grad``), linearly. Its own gradient defs, run with incoming gradient :math:`t_k` on
+    the output that is ``GI(k)`` of the forward op, give as ``GI`` of each ``out<k>_grad`` input the
+    derivative of :math:`\langle J^\top u, t\rangle` in :math:`u`, which is :math:`J t`, whatever
+    :math:`u`; :math:`u = 0` is used.
+    """
+    go = {registry.grad_name(_out_blob(k)): k for k in range(n_outputs)}
+    gi = {registry.grad_name(_in_blob(k)): k for k in range(len(tangents))}
+    out: list[torch.Tensor | None] = [None] * n_outputs
+    for d in defs:
+        written = [(j, gi[b]) for j, b in enumerate(d.outputs) if b in gi and tangents[gi[b]] is not None]
+        reads_go = [(j, go[b]) for j, b in enumerate(d.inputs) if b in go]
+        if not written or not reads_go:
+            continue  # no tangent flows through this gradient op
+        if not registry.has_gradient(d.type):
+            msg = (f"forward-mode AD through pairloss operator {name} needs the gradient of its gradient "
+                   f"operator {d.type}, which has no gradient maker in the registry")
+            raise RuntimeError(msg)
+        ws: dict[str, torch.Tensor] = {}
+        for j, blob in enumerate(d.inputs):
+            ws[_in_blob(j)] = torch.zeros_like(values[_out_blob(go[blob])]) if blob in go else values[blob]
+        dd = _gradient_defs(d.type, len(d.inputs), dict(d.args))
+        own: list[torch.Tensor] = []
+
+        def _own_output(j: int, d: OperatorDef = d, ws: dict[str, torch.Tensor] = ws,
+                        own: list[torch.Tensor] = own) -> torch.Tensor:
+            # the gradient op's own outputs (at u = 0), computed once, only if something needs them
+            if not own:
+                own.extend(call_op(d.type, [ws[_in_blob(i)] for i in range(len(d.inputs))], d.args))
+            return own[j]
+
+        if {_out_blob(j) for j in range(len(d.outputs))} & {b for e in dd for b in e.inputs}:
+            ws.update({_out_blob(j): _own_output(j) for j in range(len(d.outputs))})
+        for j, blob in enumerate(d.outputs):
+            k = gi.get(blob)
+            t = tangents[k] if k is not None else None
+            if t is None:
+                # no tangent on that input, or an output that is not a gradient of the op at all (a
+                # scratch blob): its incoming gradient in <J^T u, t> is zero
+                t = torch.zeros_like(values[_in_blob(k)] if k is not None else _own_output(j))
+            ws[registry.grad_name(_out_blob(j))] = t
+        _run_defs(dd, ws)
+        for j, k in reads_go:
+            contribution = ws.get(registry.grad_name(_in_blob(j)))
+            if contribution is not None:
+                out[k] = contribution if out[k] is None else out[k] + contribution
+    return out
+
+
+def _redispatch_below_autograd(overload: torch._ops.OpOverload, meta: _Meta, args: Sequence[Any]) -> Any:
+    """The op's kernel below autograd (the body of every function's ``forward``)."""
+    if torch._C._are_functorch_transforms_active():
+        # autograd.Function runs forward with gradients off, but below this level's autograd sit the
+        # lower transform levels (grad of grad, jvp of grad), whose autograd must record; functorch's own
+        # generated functions turn both modes back on the same way
+        with torch.enable_grad(), fwAD._set_fwd_grad_enabled(True), torch._C._AutoDispatchBelowAutograd():
+            return overload.redispatch(meta.keyset & torch._C._after_autograd_keyset, *args, **meta.kwargs)
+    with torch._C._AutoDispatchBelowAutograd():
+        return overload.redispatch(meta.keyset & torch._C._after_autograd_keyset, *args, **meta.kwargs)
+
+
+def _apply(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """``function.apply`` at the current autograd level.
+
+    ``autograd.Function.apply`` under a torch.func transform goes to functorch's
+    ``custom_function_call``, which must be dispatched from the transform's front key; inside an op's
+    Autograd kernel that key is already consumed (torch's own ``register_autograd`` fails there). This
+    kernel *is* the op's autograd at the transform's level, as a built-in op's derivative formula is, so
+    it applies the function with the C++ machinery directly, on the level's wrapped tensors.
+    """
+    apply = super(torch.autograd.Function, function).apply  # type: ignore[misc]
+    if not torch._C._are_functorch_transforms_active():
+        return apply(*args)
+    with enable_single_level_autograd_function():
+        return apply(*args)
+
+
+def _refuse_forward_over_forward(name: str) -> None:
+    """torch runs an autograd.Function's jvp with forward mode off, so a jvp nested in another torch.func
+    jvp (jacfwd of jacfwd) would lose the outer tangent and give zeros; raise instead."""
+    if not torch._C._are_functorch_transforms_active():
+        return
+    levels = torch._C._functorch.get_interpreter_stack() or []
+    if sum(1 for i in levels if i.key() == torch._C._functorch.TransformType.Jvp) > 1:
+        msg = (f"forward mode over forward mode (e.g. jacfwd(jacfwd(f))) through pairloss operator {name} is not "
+               f"supported: torch evaluates a custom jvp with forward mode off. Use jacfwd(jacrev(f)) "
+               f"(torch.func.hessian) or jacrev(jacrev(f)) instead")
+        raise NotImplementedError(msg)
+
+
+def _autograd_kernel(overload: torch._ops.OpOverload, function: type[torch.autograd.Function]
+                     ) -> Callable[..., Any]:
+    def kernel(keyset: Any, *args: Any, **kwargs: Any) -> Any:
+        if (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _forward_ad_active():
+            return _apply(function, *args, _Meta(keyset, kwargs))
+        with torch._C._AutoDispatchBelowAutograd():
+            return overload.redispatch(keyset & torch._C._after_autograd_keyset, *args, **kwargs)
+
+    return kernel
+
+
+# --------------------------------------------------------------------------------------------------------
+# vmap: one generic rule, a loop over the batch
+# --------------------------------------------------------------------------------------------------------
+def _make_vmap_rule(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bool) -> Callable[..., Any]:
+    n_outputs = len(s.outputs)
+
+    def rule(info: Any, in_dims: tuple[int | None, ...], *args: Any, **kwargs: Any) -> Any:
+        batch = info.batch_size
+        if batch == 0:
+            # no entry to run: the output shapes come from the shape function of one (empty) entry
+            entry = [a if d is None else a.new_empty(a.shape[:d] + a.shape[d + 1:])
+                     for a, d in zip(args, in_dims, strict=True)]
+            inputs, named = _split_call(s, tensor_args, entry, kwargs)
+            given = _trim(inputs, s)
+            specs = _output_specs(s, given, _shape_args(s, named))
+            outs = [given[0].new_empty((0, *shape), dtype=dtype) for shape, dtype in specs]
+        else:
+            per_entry = []
+            for b in range(batch):
+                sliced = [a.select(d, b) if d is not None else a for a, d in zip(args, in_dims, strict=True)]
+                result = overload(*sliced, **kwargs)
+                per_entry.append(list(result) if n_outputs > 1 else [result])
+            outs = [torch.stack([r[k] for r in per_entry]) for k in range(n_outputs)]
+        if n_outputs == 1:
+            return outs[0], 0
+        return tuple(outs), tuple(0 for _ in outs)
+
+    return rule
 
 
 # --------------------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------------------
-def _already_defined(op_name: str) -> bool:
+def _already_defined(op_name: str, overload: str = "default") -> bool:
     try:
-        getattr(getattr(torch.ops, NAMESPACE), op_name)
+        packet = getattr(getattr(torch.ops, NAMESPACE), op_name)
+        getattr(packet, overload)
     except (AttributeError, RuntimeError):
         return False
     return True
 
 
+def _register_overload(s: OpSchema, op_name: str, *, tensor_args: bool) -> None:
+    overload_name = TENSOR_ARGS if tensor_args else "default"
+    if _already_defined(op_name, overload_name):  # a re-import of this module finds the ops already defined
+        return
+    suffix = f".{TENSOR_ARGS}" if tensor_args else ""
+    _LIB.define(op_name + suffix + _schema_string(s, tensor_args=tensor_args))
+    qualname = f"{NAMESPACE}::{op_name}{suffix}"
+    cpu, cuda, fake = _make_kernels(s, tensor_args)
+    torch.library.register_kernel(qualname, "cpu", cpu, lib=_LIB)
+    torch.library.register_kernel(qualname, "cuda", cuda, lib=_LIB)
+    torch.library.register_fake(qualname, fake, lib=_LIB)
+    overload = getattr(getattr(getattr(torch.ops, NAMESPACE), op_name), overload_name)
+    function = _make_function(s, overload, tensor_args)
+    _LIB.impl(op_name + suffix, _autograd_kernel(overload, function), "Autograd", with_keyset=True)
+    torch.library.register_vmap(qualname, _make_vmap_rule(s, overload, tensor_args), lib=_LIB)
+
+
 def _register_one(s: OpSchema) -> None:
     op_name = snake_case(s.name)
-    if not _already_defined(op_name):  # a re-import of this module finds the ops already defined
-        _LIB.define(op_name + _schema_string(s))
-        cpu, cuda, fake = _make_kernels(s)
-        qualname = f"{NAMESPACE}::{op_name}"
-        torch.library.register_kernel(qualname, "cpu", cpu, lib=_LIB)
-        torch.library.register_kernel(qualname, "cuda", cuda, lib=_LIB)
-        torch.library.register_fake(qualname, fake, lib=_LIB)
-        if registry.has_gradient(s.name):
-            setup_context, backward = _make_autograd(s)
-            torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
+    _register_overload(s, op_name, tensor_args=False)
+    if _float_args(s):
+        _register_overload(s, op_name, tensor_args=True)
     _REGISTERED[s.name] = op_name
     if (0, 0) in s.inplace and len(s.outputs) == 1:
         inplace_name = op_name + "_"
@@ -421,12 +756,13 @@ def registered_ops() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def torch_op(name: str, *, inplace: bool = False) -> torch._ops.OpOverload:
-    """The ``torch.ops.pairloss`` OpOverload of registry operator ``name`` (its in-place variant with
-    ``inplace=True``); an operator registered after import is bridged on first use.
+def torch_op(name: str, *, inplace: bool = False, tensor_args: bool = False) -> torch._ops.OpOverload:
+    """The ``torch.ops.pairloss`` OpOverload of registry operator ``name``: its in-place variant with
+    ``inplace=True``, its ``tensor_args`` overload (float arguments as 0-d tensors) with
+    ``tensor_args=True``; an operator registered after import is bridged on first use.
 
     Raises:
-        ValueError: ``name`` is not a registry operator, or has no in-place variant.
+        ValueError: ``name`` is not a registry operator, or has no such variant.
 
     Examples:
         >>> print(torch_op("Negative", inplace=True))
@@ -435,40 +771,83 @@ def torch_op(name: str, *, inplace: bool = False) -> torch._ops.OpOverload:
     if name not in _REGISTERED:
         registry.schema(name)  # unknown names raise, listing the known ones
         register_all()
+    packet = getattr(getattr(torch.ops, NAMESPACE), _REGISTERED[name])
     if inplace:
         if name not in _INPLACE:
             msg = f"{name} has no in-place variant: its schema does not allow input 0 to be written by output 0"
             raise ValueError(msg)
         return getattr(getattr(torch.ops, NAMESPACE), _INPLACE[name]).default
-    return getattr(getattr(torch.ops, NAMESPACE), _REGISTERED[name]).default
+    if tensor_args:
+        if not _float_args(registry.schema(name)):
+            msg = f"{name} has no {TENSOR_ARGS} overload: it has no float argument"
+            raise ValueError(msg)
+        return getattr(packet, TENSOR_ARGS)
+    return packet.default
 
 
 # --------------------------------------------------------------------------------------------------------
 # Gradient scaling (not a registry op): identity forward, scale * grad backward
 # --------------------------------------------------------------------------------------------------------
-@torch.library.custom_op(f"{NAMESPACE}::scale_gradient", mutates_args=())
-def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Identity in the forward pass (an exact copy); the backward multiplies the gradient by ``scale``.
+def _define_scale_gradient() -> torch._ops.OpOverload:
+    name = "scale_gradient"
+    packet_name = f"{NAMESPACE}::{name}"
+    for overload_name, schema in (("default", "(Tensor x, float scale) -> Tensor"),
+                                  (TENSOR_ARGS, "(Tensor x, Tensor scale) -> Tensor")):
+        if _already_defined(name, overload_name):
+            continue
+        suffix = "" if overload_name == "default" else f".{overload_name}"
+        _LIB.define(name + suffix + schema)
+        qualname = packet_name + suffix
 
-    ``negate_gradient(x, scale)`` composes it with the ``NegateGradient`` op. A custom op rather than an
-    ``autograd.Function`` so that ``torch.compile`` sees an opaque, correctly differentiated node.
-    """
-    return x.clone()
+        def copy(x: torch.Tensor, scale: Any) -> torch.Tensor:
+            return x.clone()
+
+        torch.library.register_kernel(qualname, ("cpu", "cuda"), copy, lib=_LIB)
+        torch.library.register_fake(qualname, lambda x, scale: torch.empty_like(x), lib=_LIB)
+        overload = getattr(getattr(torch.ops, NAMESPACE).scale_gradient, overload_name)
+        function = _scale_gradient_function(overload)
+        _LIB.impl(name + suffix, _autograd_kernel(overload, function), "Autograd", with_keyset=True)
+        torch.library.register_vmap(qualname, _scale_gradient_vmap(overload), lib=_LIB)
+    return getattr(torch.ops, NAMESPACE).scale_gradient.default
 
 
-@scale_gradient.register_fake
-def _(x: torch.Tensor, scale: float) -> torch.Tensor:
-    return torch.empty_like(x)
+def _scale_gradient_function(overload: torch._ops.OpOverload) -> type[torch.autograd.Function]:
+    def forward(x: torch.Tensor, scale: Any, meta: _Meta) -> torch.Tensor:
+        return _redispatch_below_autograd(overload, meta, (x, scale))
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.scale = inputs[1]
+
+    def scaled(t: torch.Tensor, scale: Any) -> torch.Tensor:
+        return t * (scale.to(t.dtype) if isinstance(scale, torch.Tensor) else scale)
+
+    # the tangent is scaled like the gradient: the Jacobian the layer declares is scale * I, so jacfwd
+    # and jacrev agree
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return scaled(grad, ctx.scale), None, None
+
+    def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
+        return scaled(tangent, ctx.scale)
+
+    return type("PairlossFunction_scale_gradient", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward), "jvp": staticmethod(jvp)})
 
 
-def _scale_gradient_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    ctx.scale = inputs[1]
+def _scale_gradient_vmap(overload: torch._ops.OpOverload) -> Callable[..., Any]:
+    def rule(info: Any, in_dims: tuple[int | None, ...], x: torch.Tensor, scale: Any) -> Any:
+        if in_dims[1] is not None:  # a batch of scales: the forward ignores them, the backward needs each
+            outs = [overload(x if in_dims[0] is None else x.select(in_dims[0], b), scale.select(in_dims[1], b))
+                    for b in range(info.batch_size)]
+            return torch.stack(outs), 0
+        return overload(x, scale), in_dims[0]  # elementwise: the batch dimension stays where it is
+
+    return rule
 
 
-def _scale_gradient_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-    return grad * ctx.scale, None
-
-
-scale_gradient.register_autograd(_scale_gradient_backward, setup_context=_scale_gradient_setup)
+#: Identity in the forward pass (an exact copy); the backward multiplies the gradient by ``scale``, and so
+#: does forward mode. ``negate_gradient(x, scale)`` composes it with the ``NegateGradient`` op. A custom op
+#: rather than an ``autograd.Function`` so that ``torch.compile`` sees an opaque, correctly differentiated node.
+scale_gradient = _define_scale_gradient()
 
 register_all()

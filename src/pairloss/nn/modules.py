@@ -9,7 +9,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from pairloss.nn import functional as F
-from pairloss.nn.functional import Reduction, _check_number, _check_reduction
+from pairloss.nn._validation import Reduction, Scalar, check_reduction, check_scalar
 
 __all__ = [
     "GradientReversal",
@@ -43,11 +43,19 @@ class MarginRankingLoss(nn.Module):
       ``ValueError`` listing all three, where torch checks only the number of dimensions and broadcasts
       silently (shapes (3, 1), (1, 3), (1, 1) give torch a 3×3 loss);
     * ``target`` must hold only -1 and +1 (torch accepts any value); it receives no gradient;
+    * ``target`` must not require grad (torch differentiates it; pairloss says so instead of returning
+      no gradient);
+    * at a NaN distance the gradient passes (Caffe2's rule), where torch's ``clamp_min`` gives 0;
     * no legacy ``size_average``/``reduce`` arguments; a bad ``reduction`` raises at construction.
 
+    Forward-mode AD, double backward and ``torch.func.vmap`` work as for torch's loss (the Hessian is 0
+    almost everywhere).
+
     Args:
-        margin: Required score gap; 0.0 as in torch (the registry operator's default is 1.0).
-        reduction: ``"none"``, ``"mean"`` (an empty input gives NaN, as in torch) or ``"sum"``.
+        margin: Required score gap; 0.0 as in torch (the registry operator's default is 1.0). A number,
+            or a one-element tensor: changing a tensor margin's value does not recompile a compiled model.
+        reduction: ``"none"``, ``"mean"`` (an empty input gives NaN, as in torch) or ``"sum"``;
+            ``"elementwise_mean"`` is ``"mean"`` with torch's deprecation warning.
 
     Shape:
         - Input1: :math:`(*)`, any shape, including :math:`()` and :math:`(N)`; float16, bfloat16,
@@ -75,13 +83,13 @@ class MarginRankingLoss(nn.Module):
     """
 
     __constants__: ClassVar[tuple[str, ...]] = ("margin", "reduction")
-    margin: float
+    margin: Scalar
     reduction: str
 
-    def __init__(self, margin: float = 0.0, reduction: Reduction = "mean") -> None:
+    def __init__(self, margin: Scalar = 0.0, reduction: Reduction = "mean") -> None:
         super().__init__()
-        _check_reduction(reduction)
-        self.margin = _check_number("margin", margin)
+        check_reduction(reduction, warn=False)
+        self.margin = check_scalar("margin", margin)
         self.reduction = reduction
 
     def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
@@ -104,18 +112,35 @@ class PairwiseLogisticLoss(nn.Module):
         \qquad L_s = 0 \text{ if } P_s = \emptyset
 
     so an empty, one-item or all-tied session contributes 0 (and no gradient). The softplus is evaluated
-    exactly and stably (scores of :math:`10^{30}` give finite values and gradients). The output is the
-    per-session vector :math:`L` (``reduction="none"``), its mean over sessions (``"mean"``), or its sum.
+    exactly and stably (scores of :math:`10^{30}` give finite values and gradients). The output is
+
+    * ``reduction="none"``: the per-session vector :math:`L`;
+    * ``"mean"``: the mean of :math:`L_s` over the sessions that **have at least one pair**: a session
+      without pairs changes neither the sum nor the count (0 when no session has a pair, not NaN);
+    * ``"sum"``: :math:`\sum_s L_s`;
+    * ``"elementwise_mean"``: ``"mean"``, with torch's deprecation warning.
+
+    **Padded batches** (allRank, TF-Ranking): scores and labels of shape :math:`(B, L)` hold one session
+    per row; padded items are declared by ``mask`` (False: padding) and/or ``padding_label`` (e.g. -1).
+    Labels must be :math:`\ge 0` except declared padding (an undeclared -1 raises). The result equals the
+    flat call on the valid items with ``lengths`` = items per row; padded items get zero gradient.
+
+    Forward-mode AD (``torch.func.jvp``), double backward (Hessians, Hessian-vector products) and
+    ``torch.func.vmap`` work through the operator.
 
     Args:
-        reduction: ``"none"``, ``"mean"`` (over sessions) or ``"sum"``.
+        reduction: ``"none"``, ``"mean"`` (over sessions with pairs) or ``"sum"``.
+        padding_label: Label value that marks padded items (e.g. -1), or None.
 
     Shape:
-        - Scores: :math:`(N)` or :math:`(N, 1)`; float16, bfloat16, float32 or float64.
-        - Labels: :math:`(N)` or :math:`(N, 1)`; integer or float (graded relevance), no NaN.
-        - Lengths (optional): :math:`(S)`, integer, non-negative, summing to :math:`N`. Without it all
-          items form one session (:math:`S = 1`).
-        - Output: scalar. With ``reduction="none"``, :math:`(S)`, in the dtype of the scores.
+        - Scores: :math:`(N)` or :math:`(N, 1)`; or :math:`(B, L)` padded. float16, bfloat16, float32 or
+          float64.
+        - Labels: the shape of the scores; integer or float (graded relevance, :math:`\ge 0`), no NaN.
+        - Lengths (optional, flat only): :math:`(S)`, integer, non-negative, summing to :math:`N`. Without
+          it all items form one session (:math:`S = 1`).
+        - Mask (optional): bool, the shape of the scores; True for a real item.
+        - Output: scalar. With ``reduction="none"``, :math:`(S)` (:math:`(B)` padded), in the dtype of the
+          scores.
 
     Examples:
         >>> import torch
@@ -134,19 +159,24 @@ class PairwiseLogisticLoss(nn.Module):
         Burges et al., 2005, "Learning to rank using gradient descent"; Caffe2 ``rank_loss_op.cc``.
     """
 
-    __constants__: ClassVar[tuple[str, ...]] = ("reduction",)
+    __constants__: ClassVar[tuple[str, ...]] = ("reduction", "padding_label")
     reduction: str
+    padding_label: float | None
 
-    def __init__(self, reduction: Reduction = "mean") -> None:
+    def __init__(self, reduction: Reduction = "mean", padding_label: float | None = None) -> None:
         super().__init__()
-        _check_reduction(reduction)
+        check_reduction(reduction, warn=False)
         self.reduction = reduction
+        self.padding_label = padding_label
 
-    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return F.pairwise_logistic_loss(scores, labels, lengths, reduction=self.reduction)
+    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        return F.pairwise_logistic_loss(scores, labels, lengths, reduction=self.reduction, mask=mask,
+                                        padding_label=self.padding_label)
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+        padding = "" if self.padding_label is None else f", padding_label={self.padding_label}"
+        return f"reduction={self.reduction!r}{padding}"
 
 
 class PairwiseHingeLoss(nn.Module):
@@ -158,15 +188,22 @@ class PairwiseHingeLoss(nn.Module):
         L_s = \frac{1}{|P_s|} \sum_{(hi, lo) \in P_s} \max\bigl(0,\; \text{margin} - (x_{hi} - x_{lo})\bigr),
         \qquad L_s = 0 \text{ if } P_s = \emptyset.
 
+    Reductions, padded batches (``mask``, ``padding_label``) and autodiff as in
+    :class:`PairwiseLogisticLoss`; the Hessian is 0 almost everywhere.
+
     Args:
-        margin: Required score gap between the higher- and the lower-labelled item (default 1.0).
-        reduction: ``"none"``, ``"mean"`` (over sessions) or ``"sum"``.
+        margin: Required score gap between the higher- and the lower-labelled item (default 1.0): a
+            number or a one-element tensor.
+        reduction: ``"none"``, ``"mean"`` (over sessions with pairs) or ``"sum"``.
+        padding_label: Label value that marks padded items (e.g. -1), or None.
 
     Shape:
-        - Scores: :math:`(N)` or :math:`(N, 1)`; float16, bfloat16, float32 or float64.
-        - Labels: :math:`(N)` or :math:`(N, 1)`; integer or float.
-        - Lengths (optional): :math:`(S)`, integer, summing to :math:`N`.
-        - Output: scalar. With ``reduction="none"``, :math:`(S)`.
+        - Scores: :math:`(N)` or :math:`(N, 1)`; or :math:`(B, L)` padded. float16, bfloat16, float32 or
+          float64.
+        - Labels: the shape of the scores; integer or float, :math:`\ge 0`.
+        - Lengths (optional, flat only): :math:`(S)`, integer, summing to :math:`N`.
+        - Mask (optional): bool, the shape of the scores.
+        - Output: scalar. With ``reduction="none"``, :math:`(S)` (:math:`(B)` padded).
 
     Examples:
         >>> import torch
@@ -176,21 +213,27 @@ class PairwiseHingeLoss(nn.Module):
         tensor([1.5000])
     """
 
-    __constants__: ClassVar[tuple[str, ...]] = ("margin", "reduction")
-    margin: float
+    __constants__: ClassVar[tuple[str, ...]] = ("margin", "reduction", "padding_label")
+    margin: Scalar
     reduction: str
+    padding_label: float | None
 
-    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None:
+    def __init__(self, margin: Scalar = 1.0, reduction: Reduction = "mean", padding_label: float | None = None
+                 ) -> None:
         super().__init__()
-        _check_reduction(reduction)
-        self.margin = _check_number("margin", margin)
+        check_reduction(reduction, warn=False)
+        self.margin = check_scalar("margin", margin)
         self.reduction = reduction
+        self.padding_label = padding_label
 
-    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return F.pairwise_hinge_loss(scores, labels, lengths, margin=self.margin, reduction=self.reduction)
+    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        return F.pairwise_hinge_loss(scores, labels, lengths, margin=self.margin, reduction=self.reduction,
+                                     mask=mask, padding_label=self.padding_label)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, reduction={self.reduction!r}"
+        padding = "" if self.padding_label is None else f", padding_label={self.padding_label}"
+        return f"margin={self.margin}, reduction={self.reduction!r}{padding}"
 
 
 class LambdaRankLoss(nn.Module):
@@ -203,11 +246,15 @@ class LambdaRankLoss(nn.Module):
 
     The weights are constants for the gradient (LambdaRank's lambdas; Burges et al., 2006).
 
+    Reductions, padded batches (``mask``, ``padding_label``: NDCG over each row's real items) and autodiff as
+    in :class:`PairwiseLogisticLoss`.
+
     Args:
-        sigma: Scale of the score difference (default 1.0).
+        sigma: Scale of the score difference (default 1.0): a number or a one-element tensor.
         topn: Weight only pairs with an item in the current top ``topn`` (NDCG@topn); 0 (default): all.
         gain: ``"exp2"`` (2^label - 1, default) or ``"linear"``.
-        reduction: ``"none"``, ``"mean"`` (over sessions) or ``"sum"``.
+        reduction: ``"none"``, ``"mean"`` (over sessions with pairs) or ``"sum"``.
+        padding_label: Label value that marks padded items (e.g. -1), or None.
 
     Examples:
         >>> import torch
@@ -216,24 +263,28 @@ class LambdaRankLoss(nn.Module):
         tensor(0.3690)
     """
 
-    __constants__: ClassVar[tuple[str, ...]] = ("sigma", "topn", "gain", "reduction")
-    sigma: float
+    __constants__: ClassVar[tuple[str, ...]] = ("sigma", "topn", "gain", "reduction", "padding_label")
+    sigma: Scalar
     topn: int
     gain: str
     reduction: str
+    padding_label: float | None
 
-    def __init__(self, sigma: float = 1.0, topn: int = 0, gain: str = "exp2", reduction: Reduction = "mean") -> None:
+    def __init__(self, sigma: Scalar = 1.0, topn: int = 0, gain: str = "exp2", reduction: Reduction = "mean",
+                 padding_label: float | None = None) -> None:
         super().__init__()
-        _check_reduction(reduction)
-        self.sigma = _check_number("sigma", sigma)
-        self.topn, self.gain, self.reduction = topn, gain, reduction
+        check_reduction(reduction, warn=False)
+        self.sigma = check_scalar("sigma", sigma)
+        self.topn, self.gain, self.reduction, self.padding_label = topn, gain, reduction, padding_label
 
-    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, scores: Tensor, labels: Tensor, lengths: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
         return F.lambdarank_loss(scores, labels, lengths, sigma=self.sigma, topn=self.topn, gain=self.gain,
-                                 reduction=self.reduction)
+                                 reduction=self.reduction, mask=mask, padding_label=self.padding_label)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, topn={self.topn}, gain={self.gain!r}, reduction={self.reduction!r}"
+        padding = "" if self.padding_label is None else f", padding_label={self.padding_label}"
+        return f"sigma={self.sigma}, topn={self.topn}, gain={self.gain!r}, reduction={self.reduction!r}{padding}"
 
 
 class Negative(nn.Module):
@@ -284,7 +335,9 @@ class NegateGradient(nn.Module):
     ``-scale * grad``.
 
     Args:
-        scale: The factor :math:`\lambda` of the reversed gradient (default 1.0).
+        scale: The factor :math:`\lambda` of the reversed gradient (default 1.0). A one-element tensor
+            works too: a schedule that updates it in place every step (``layer.scale.fill_(lam)``, DANN's
+            :math:`\lambda_p`) then needs no recompilation of a compiled model.
 
     Shape:
         - Input: :math:`(*)`, any shape and dtype.
@@ -307,11 +360,11 @@ class NegateGradient(nn.Module):
     """
 
     __constants__: ClassVar[tuple[str, ...]] = ("scale",)
-    scale: float
+    scale: Scalar
 
-    def __init__(self, scale: float = 1.0) -> None:
+    def __init__(self, scale: Scalar = 1.0) -> None:
         super().__init__()
-        self.scale = _check_number("scale", scale)
+        self.scale = check_scalar("scale", scale)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.negate_gradient(x, scale=self.scale)
