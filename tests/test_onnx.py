@@ -95,14 +95,8 @@ def test_translation_table_holds_exactly_the_operators_that_declare_a_mapping() 
     assert "pairloss::scale_gradient" in table  # negate_gradient(x, scale): identity forward
 
 
-# Builders written here whose declaration in the op module's schema is still to come (the ops layer's file):
-# checked below through a declaration made for the test.
-PENDING_DECLARATION = {"LambdaRankLoss": "pairloss.onnx:lambdarank_loss_decomposition"}
-
-
 def test_every_forward_operator_declares_an_onnx_mapping() -> None:
-    missing = [s.name for s in registry.all_schemas(include_gradients=False) if registry.onnx_mapping(s.name) == "none"
-               and s.name not in PENDING_DECLARATION]
+    missing = [s.name for s in registry.all_schemas(include_gradients=False) if registry.onnx_mapping(s.name) == "none"]
     assert not missing, f"declare .inherit_onnx_schema(...) or .onnx_decomposition(...) in the op module: {missing}"
 
 
@@ -482,18 +476,10 @@ def test_register_with_exporter_is_idempotent() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# LambdaRankLoss: its decomposition, declared for the test where the schema does not declare it yet
+# LambdaRankLoss: its decomposition
 # --------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def lambdarank_declared(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = registry.schema("LambdaRankLoss")
-    if s.onnx_export is None:
-        monkeypatch.setattr(s, "onnx_export", PENDING_DECLARATION["LambdaRankLoss"])
-
-
 @pytest.mark.parametrize(("topn", "gain", "sigma"), [(0, "exp2", 1.0), (3, "linear", 0.5)])
-def test_lambdarank_decomposition_matches_torch(lambdarank_declared: None, topn: int, gain: str,
-                                                sigma: float) -> None:
+def test_lambdarank_decomposition_matches_torch(topn: int, gain: str, sigma: float) -> None:
     model = pnn.LambdaRankLoss(sigma=sigma, topn=topn, gain=gain, reduction="none")
     program = ponnx.export(model, ranking_batch([3, 4, 2], seed=5))
     assert all(node.domain in ("", "ai.onnx") for node in program.model_proto.graph.node)

@@ -59,12 +59,17 @@ def test_gradient_defs_are_exactly_caffe2s() -> None:
     assert registry.get_gradient_defs("Negative") == [OperatorDef("Negative", ("Y_grad",), ("X_grad",))]
 
 
-def test_gradient_ops_have_second_order_gradients_and_those_have_none() -> None:
+def test_gradient_ops_have_second_order_gradients_which_declare_what_they_leave_out() -> None:
     assert registry.get_gradient_defs("PairWiseLossGradient") == [
         OperatorDef("PairWiseLossGradientGradient", ("X", "label", "Y_grad", "X_grad_grad", "lengths"),
                     ("X_grad", "Y_grad_grad"))]
-    with pytest.raises(ValueError, match="no gradient registered"):
-        registry.get_gradient_defs("PairWiseLossGradientGradient")
+    # the second-order op is linear in X_grad_grad: its gradient there is itself plus the gradient op;
+    # the third derivatives in X and Y_grad are declared not implemented (a front end must not read zeros)
+    third = registry.get_gradient_defs("PairWiseLossGradientGradient")
+    assert [d.type for d in third] == ["PairWiseLossGradientGradient", "PairWiseLossGradient"]
+    assert {b for d in third for b in d.outputs} >= {"X_grad_grad_grad"}
+    assert registry.schema("PairWiseLossGradientGradient").unimplemented_gradients == {0, 2}
+    assert registry.schema("PairWiseHingeLossGradientGradient").unimplemented_gradients == frozenset()
 
 
 def test_run_is_run_operator_once() -> None:

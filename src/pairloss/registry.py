@@ -141,6 +141,7 @@ class OpSchema:
         self.onnx_export: Callable[..., Any] | str | None = None
         self.doc = ""
         self.is_gradient_op = False
+        self.unimplemented_gradients: frozenset[int] = frozenset()
 
     # ---- builder ------------------------------------------------------------------------------------
     def num_inputs(self, low: int, high: int | None = None) -> OpSchema:
@@ -197,6 +198,16 @@ class OpSchema:
 
     def set_doc(self, doc: str | None) -> OpSchema:
         self.doc = inspect.cleandoc(doc or "")
+        return self
+
+    def gradient_not_implemented(self, *inputs: int) -> OpSchema:
+        """Inputs whose gradient is real but not provided by the gradient maker (say, third derivatives).
+
+        A gradient maker that leaves an input out says its gradient is zero (labels, piecewise-constant
+        ops); one declared here says instead that it is not available, and a front end that is asked for
+        it must raise rather than return zeros.
+        """
+        self.unimplemented_gradients = frozenset(inputs)
         return self
 
     def gradient_op(self) -> OpSchema:

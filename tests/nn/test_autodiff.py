@@ -49,6 +49,12 @@ def forward_mode_available(name: str) -> bool:
     return registry.has_gradient(name) and all(registry.has_gradient(g) for g in _gradient_ops(name))
 
 
+def second_order_complete(name: str) -> bool:
+    """Second derivatives of ``name`` in every input: its gradient ops declare no unimplemented gradient
+    (the second-order ops of the pairwise losses stop at their X_grad_grad input: third derivatives)."""
+    return all(not registry.schema(g).unimplemented_gradients for g in _gradient_ops(name))
+
+
 def hessian_forward_over_reverse_available(name: str) -> bool:
     """jacfwd(jacrev(f)) needs forward mode of the gradient ops of ``name``; so does torch's
     ``torch.autograd.functional.hvp``, whose double-backward trick differentiates a backward of a
@@ -149,7 +155,10 @@ def _all_cases() -> list[Any]:
 def _as_function(name: str, sample: Sample) -> tuple[Callable[..., Any], tuple[torch.Tensor, ...]]:
     """The op as a function of its differentiable inputs only (the others fixed), sign-corrected."""
     op = torch_op(name)
-    positions = [k for k in sample.float_inputs if sample.inputs[k] is not None]
+    # inputs whose gradient the registry declares not implemented (third derivatives) stay fixed here;
+    # test_unimplemented_derivatives_raise checks that asking for them raises
+    unimplemented = registry.schema(name).unimplemented_gradients
+    positions = [k for k in sample.float_inputs if sample.inputs[k] is not None and k not in unimplemented]
     sign = SIGN.get(name, 1.0)
 
     def fn(*diff: torch.Tensor) -> Any:
@@ -187,12 +196,38 @@ def test_gradcheck_forward_mode_and_batched(name: str, sample: Sample) -> None:
 
 
 @pytest.mark.parametrize(("name", "sample"), [c for c in ALL_CASES if registry.has_gradient(c.values[0])
-                                              and forward_mode_available(c.values[0])])
+                                              and forward_mode_available(c.values[0])
+                                              and second_order_complete(c.values[0])])
 def test_gradgradcheck_reverse_and_forward_over_reverse(name: str, sample: Sample) -> None:
     fn, leaves = _as_function(name, sample)
     fwd_over_rev = hessian_forward_over_reverse_available(name)
     assert torch.autograd.gradgradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-4,
                                         check_fwd_over_rev=fwd_over_rev, check_rev_over_rev=True), name
+
+
+@pytest.mark.parametrize("name", [n for n in registry.operators() if registry.schema(n).unimplemented_gradients])
+def test_unimplemented_derivatives_raise(name: str) -> None:
+    sample = next(c.values[1] for c in ALL_CASES if c.values[0] == name)
+    op = torch_op(name)
+    k = min(registry.schema(name).unimplemented_gradients)
+    inputs = list(sample.inputs)
+    inputs[k] = inputs[k].detach().double().requires_grad_()
+    inputs = [t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() and i != k else t
+              for i, t in enumerate(inputs)]
+    out = op(*inputs, **sample.args)
+    first = out[0] if isinstance(out, tuple) else out
+    (third,) = torch.autograd.grad(first.sum(), inputs[k])
+    assert torch.isnan(third).all(), "a derivative that is not implemented must be NaN, never a number"
+    primal = inputs[k].detach()
+
+    def along_k(t: torch.Tensor) -> torch.Tensor:
+        args = list(inputs)
+        args[k] = t
+        result = op(*args, **sample.args)
+        return result[0] if isinstance(result, tuple) else result
+
+    with pytest.raises(NotImplementedError, match="not implemented"):
+        jvp(along_k, (primal,), (torch.ones_like(primal),))
 
 
 def test_every_registry_op_is_checked_here() -> None:

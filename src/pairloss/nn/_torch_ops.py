@@ -484,6 +484,7 @@ class _Saved:
     defs: tuple[OperatorDef, ...]
     backward_blobs: tuple[str, ...]
     forward_blobs: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...] = ()
 
 
 def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bool) -> type[torch.autograd.Function]:
@@ -514,7 +515,7 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
             ctx.save_for_forward(*(values[b] for b in forward_blobs), *tensor_named.values())
         ctx.pairloss = _Saved(len(inputs) - 1, len(given), {k: None if k in tensor_named else v
                                                               for k, v in args.items()},
-                              names, defs, backward_blobs, forward_blobs)
+                              names, defs, backward_blobs, forward_blobs, tuple(tuple(t.shape) for t in given))
 
     def _restore(saved: _Saved, tensors: Sequence[torch.Tensor], blobs: Sequence[str]
                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -532,12 +533,27 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
         ws.update({registry.grad_name(_out_blob(k)): g for k, g in enumerate(grads)})
         _run_defs(defs, ws)
         grads_in = [ws.get(registry.grad_name(_in_blob(k))) for k in range(saved.given)]
+        for k in sorted(s.unimplemented_gradients):
+            if k < saved.given and ctx.needs_input_grad[k]:
+                # A derivative the registry declares not implemented (order three or more) comes back as NaN:
+                # autograd drops it when the caller does not need it (torch's hvp asks for every input of a
+                # node), and where it is needed it can never pass for a number, as a zero would.
+                like = grads[0]
+                grads_in[k] = torch.full(_input_shape(saved, k, ws), float("nan"), dtype=like.dtype,
+                                         device=like.device)
         return (*grads_in, *([None] * (saved.n_args - saved.given)), None)
 
     def jvp(ctx: Any, *tangents: torch.Tensor | None) -> Any:
         saved: _Saved = ctx.pairloss
         if not registry.has_gradient(s.name):
             raise _no_gradient(s.name, "Forward-mode AD")
+        missing = [k for k in sorted(s.unimplemented_gradients)
+                   if k < len(tangents) and tangents[k] is not None and bool(tangents[k].ne(0).any())]
+        if missing:
+            names = ", ".join(s.inputs[k].name for k in missing)
+            msg = (f"forward-mode AD through pairloss operator {s.name} with a tangent on {names} needs a derivative "
+                   f"that is not implemented (order three or more)")
+            raise NotImplementedError(msg)
         _refuse_forward_over_forward(s.name)
         values, args = _restore(saved, ctx.saved_tensors, saved.forward_blobs)
         defs = saved.defs if not saved.tensor_arg_names else _gradient_defs(s.name, saved.given, args)
@@ -550,6 +566,14 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
         "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward), "jvp": staticmethod(jvp),
     })
+
+
+def _input_shape(saved: _Saved, k: int, ws: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The shape of forward input ``k``: from the saved blobs, else that of the matching input gradient."""
+    blob = _in_blob(k)
+    if blob in ws:
+        return tuple(ws[blob].shape)
+    return tuple(saved.input_shapes[k])
 
 
 def _double_vjp(name: str, defs: Sequence[OperatorDef], values: dict[str, torch.Tensor],

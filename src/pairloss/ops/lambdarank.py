@@ -106,6 +106,7 @@ SCHEMA = _args(
     .input(2, "lengths", LENGTHS_DOC, optional=True)
     .output(0, "Y", "LambdaRank-weighted pairwise logistic loss per session, shape (S,); dtype of X.")
     .tensor_inference_function(per_session_output)
+    .onnx_decomposition("pairloss.onnx:lambdarank_loss_decomposition")
     .set_doc(__doc__)
 )
 
@@ -137,8 +138,10 @@ GRADIENT_GRADIENT_SCHEMA = _args(
     .output(1, "Y_grad_grad", "Its gradient with respect to Y_grad; shape (S,), dtype of X.")
     .tensor_inference_function(lambda specs, _args: [specs[0], ((specs[2][0][0],), specs[0][1])])
     .gradient_op()
-    .set_doc("Second derivatives of LambdaRankLoss (double backward), the pair weights held constant. "
-             "It has no gradient itself.")
+    .set_doc("Second derivatives of LambdaRankLoss (double backward), the pair weights held constant. Its "
+             "gradient covers X_grad_grad (forward over reverse mode); third derivatives in X and Y_grad are "
+             "not implemented.")
+    .gradient_not_implemented(0, 2)
 )
 
 
@@ -426,6 +429,14 @@ def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
     return [gradient_def(op, "LambdaRankLossGradientGradient", inputs, [GI(0), GI(2)])]
 
 
+def _third_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    # linear in X_grad_grad, as PairWiseLoss's (ops.pairwise_loss._third_order_maker)
+    lengths: list[Any] = [I(4)] if len(op.inputs) == 5 else []
+    scratch = f"{op.outputs[1]}_unused_part"
+    return [gradient_def(op, "LambdaRankLossGradientGradient", [I(0), I(1), I(2), GO(0), *lengths], [GI(3), scratch]),
+            gradient_def(op, "LambdaRankLossGradient", [I(0), I(1), GO(1), *lengths], [GI(3)])]
+
+
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
@@ -433,6 +444,7 @@ register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradien
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
+register_gradient(GRADIENT_GRADIENT_SCHEMA, _third_order_maker)
 
 
 # ---- public NumPy functions ---------------------------------------------------------------------------

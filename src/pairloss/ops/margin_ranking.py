@@ -173,6 +173,11 @@ def arithmetic_dtype(*dtypes: Any) -> np.dtype:
     return np.result_type(np.float32, *dtypes)
 
 
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Y as a contiguous 1-D array the loops can read (Numba has no float16 arithmetic)."""
+    return np.ascontiguousarray(y, dtype=np.float32 if y.dtype == np.float16 else y.dtype).reshape(-1)
+
+
 def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """A contiguous 1-D view in the arithmetic dtype (a copy only when strided or converted)."""
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
@@ -182,7 +187,7 @@ def forward_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, *, margin: float)
     x1, x2, y = _prepare_for_loop(x1, x2, y)
     work = arithmetic_dtype(x1.dtype, x2.dtype)
     out = np.empty(x1.size, work)
-    args = (_flat(x1, work), _flat(x2, work), np.ascontiguousarray(y).reshape(-1), work.type(margin), out)
+    args = (_flat(x1, work), _flat(x2, work), _labels(y), work.type(margin), out)
     with parallel_launch(x1.size >= _SERIAL_BELOW) as parallel:
         bad = (_forward_loop if parallel else _forward_loop_serial)(*args)
     if bad:
@@ -195,7 +200,7 @@ def gradient_cpu(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, loss_grad: np.nd
     x1, x2, y, g = _prepare_for_loop(x1, x2, y, loss_grad)
     work = arithmetic_dtype(x1.dtype, x2.dtype)
     d1, d2 = np.empty(x1.size, work), np.empty(x2.size, work)
-    args = (_flat(x1, work), _flat(x2, work), np.ascontiguousarray(y).reshape(-1), _flat(g, work),
+    args = (_flat(x1, work), _flat(x2, work), _labels(y), _flat(g, work),
             work.type(margin), d1, d2)
     with parallel_launch(x1.size >= _SERIAL_BELOW) as parallel:
         bad = (_gradient_loop if parallel else _gradient_loop_serial)(*args)

@@ -647,6 +647,13 @@ def _gradient_maker(op: OperatorDef) -> list[OperatorDef]:
     return [gradient_def(op, "PairWiseHingeLossGradient", inputs, [GI(0)])]
 
 
+def _third_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    # X_grad = 0 and Y_grad_grad = <v, d>/P: the gradient in v is the gradient op fed Y_grad_grad's
+    # gradient; in X and Y_grad it is zero almost everywhere, so the maker is complete
+    lengths: list[Any] = [I(4)] if len(op.inputs) == 5 else []
+    return [gradient_def(op, "PairWiseHingeLossGradient", [I(0), I(1), GO(1), *lengths], [GI(3)])]
+
+
 def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
     inputs: list[Any] = [I(0), I(1), I(2), GO(0)] + ([I(3)] if len(op.inputs) == 4 else [])
     return [gradient_def(op, "PairWiseHingeLossGradientGradient", inputs, [GI(0), GI(2)])]
@@ -659,6 +666,7 @@ register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradien
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
+register_gradient(GRADIENT_GRADIENT_SCHEMA, _third_order_maker)
 
 
 # ---- public NumPy functions ---------------------------------------------------------------------------

@@ -113,7 +113,9 @@ GRADIENT_GRADIENT_SCHEMA = (
     .. math:: \\text{X\\_grad}_k = \\frac{g_s}{|P_s|} \\sum_{p \\ni k} w_p (v_k - v_{k'}), \\qquad
               \\text{Y\\_grad\\_grad}_s = \\frac{1}{|P_s|} \\sum_{p \\in P_s} \\sigma_p (v_{lo} - v_{hi})
 
-    where :math:`k'` is the other item of pair :math:`p`. It has no gradient itself (third derivatives).""")
+    where :math:`k'` is the other item of pair :math:`p`. Its gradient covers X_grad_grad (so forward mode
+    over reverse mode, ``torch.func.hessian``, works); third derivatives in X and Y_grad are not implemented.""")
+    .gradient_not_implemented(0, 2)
 )
 
 
@@ -256,6 +258,16 @@ def _second_order_maker(op: OperatorDef) -> list[OperatorDef]:
     return [gradient_def(op, "PairWiseLossGradientGradient", inputs, [GI(0), GI(2)])]
 
 
+def _third_order_maker(op: OperatorDef) -> list[OperatorDef]:
+    # The second-order op is linear in X_grad_grad (v): X_grad = (g/P) H v and Y_grad_grad = <v, raw>/P,
+    # so its gradient in v is (g/P) H a + raw b/P: itself fed a, plus the gradient op fed b. The other
+    # output of the first op is scratch. X and Y_grad: declared not implemented in the schema.
+    lengths: list[Any] = [I(4)] if len(op.inputs) == 5 else []
+    scratch = f"{op.outputs[1]}_unused_part"
+    return [gradient_def(op, "PairWiseLossGradientGradient", [I(0), I(1), I(2), GO(0), *lengths], [GI(3), scratch]),
+            gradient_def(op, "PairWiseLossGradient", [I(0), I(1), GO(1), *lengths], [GI(3)])]
+
+
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
@@ -263,6 +275,7 @@ register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradien
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)
 register_cpu_operator(GRADIENT_GRADIENT_SCHEMA, gradient_gradient_cpu, reference=reference_gradient_gradient)
+register_gradient(GRADIENT_GRADIENT_SCHEMA, _third_order_maker)
 
 
 # ---- public NumPy functions ---------------------------------------------------------------------------
@@ -291,7 +304,7 @@ def pairwise_loss(scores: npt.ArrayLike, labels: npt.ArrayLike,
         >>> scores = np.array([2.0, 1.0, 0.0, 3.0, 3.0], np.float32)
         >>> labels = np.array([1, 0, 0, 2, 2])
         >>> pairwise_loss(scores, labels, lengths=np.array([3, 2]))   # session 2 is all tied
-        array([0.22009484, 0.        ], dtype=float32)
+        array([0.22009483, 0.        ], dtype=float32)
 
     References:
         Burges et al., 2005, "Learning to rank using gradient descent".
