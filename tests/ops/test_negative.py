@@ -99,3 +99,10 @@ def test_parallel_kernel_on_large_arrays_matches_the_ufunc(dtype: type) -> None:
     buf = np.concatenate([x, x[:1]])
     pairloss.negative(buf[:-1], out=buf[1:])
     np.testing.assert_array_equal(buf[1:], expected)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "reversed", "strided"])
+def test_the_reference_negates_every_memory_layout(layout: str) -> None:
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 11.5
+    view = {"fortran": np.asfortranarray(x), "reversed": x[::-1], "strided": np.repeat(x, 2, axis=0)[::2]}[layout]
+    np.testing.assert_array_equal(registry.reference("Negative")(view), -view)

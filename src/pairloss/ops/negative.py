@@ -70,7 +70,7 @@ def reference_negative(x: np.ndarray) -> np.ndarray:
     x = _check_numeric(x, "Negative")
     if x.dtype.kind == "u":  # two's complement: -x == ~x + 1 modulo 2**bits
         return np.invert(x) + x.dtype.type(1)
-    out = np.empty_like(x)
+    out = np.empty(x.shape, x.dtype)  # C order: reshape(-1) of any other layout would be a copy, not a view
     flat_in, flat_out = x.reshape(-1), out.reshape(-1)
     minus_one = x.dtype.type(-1)
     with np.errstate(over="ignore"):

@@ -92,7 +92,7 @@ class SessionPlan:
     offsets: np.ndarray  # (S + 1,) int64
     fast: np.ndarray  # (S,) bool: the vectorised path applies
     x: np.ndarray  # scores, working precision
-    x64: np.ndarray  # scores as given (float32 or float64; the exact path computes in float64)
+    x64: np.ndarray  # scores, float32 (from float16/32) or float64; the exact path computes in float64
     labels: np.ndarray  # labels in the working precision where that is exact, else float64
     labels64: np.ndarray
     e: np.ndarray  # exp(x - centre of the session), working precision (meaningless for exact sessions)
@@ -200,7 +200,9 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     offsets = np.zeros(lens.size + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
     # float16 has no Numba arithmetic; float32 and float64 are read as they are
-    x64 = np.ascontiguousarray(flat_scores, dtype=np.float32 if flat_scores.dtype == np.float32 else np.float64)
+    # (float16 widens to float32 exactly, so half scores share the float32 compilation of every loop)
+    narrow = flat_scores.dtype in (np.float16, np.float32)
+    x64 = np.ascontiguousarray(flat_scores, dtype=np.float32 if narrow else np.float64)
     centre = np.empty(lens.size)
     fast = np.empty(lens.size, np.bool_)
     _centres(x64, offsets, FAST_SPAN[precision], centre, fast)
