@@ -325,7 +325,7 @@ def _letor_text(n_rows: int = 200, *, label=lambda i: i % 3, extra: str = "") ->
         ("huge.txt", lambda: _letor_text(20, extra=" 1000000000:1").encode(),
          ["--data", "huge.txt, line 8", "74.5 GiB", "limit of 4 GiB"]),
         ("nan.txt", lambda: _letor_text(label=lambda i: "nan" if i == 3 else i % 3).encode(),
-         ["--data", "nan.txt, line 4", "NaN or infinite"]),
+         ["--data", "nan.txt, line 4", "label is NaN or infinite"]),
         ("big_labels.txt", lambda: _letor_text(label=lambda i: 1500 * (i % 2)).encode(),
          ["exp2 gain", "--gain linear"]),
     ],

@@ -183,7 +183,9 @@ def test_progress_bar_runs(toy, tmp_path: Path, capsys) -> None:
 
 
 def test_losses_are_the_nn_functional_ones_and_can_be_replaced(toy, tmp_path: Path) -> None:
-    assert set(LOSS_FUNCTIONS) == set(LOSSES) == {"pairwise_logistic", "pairwise_hinge", "margin_ranking"}
+    assert set(LOSS_FUNCTIONS) == set(LOSSES) == {"pairwise_logistic", "pairwise_hinge", "margin_ranking",
+                                                  "lambdarank"}
+    assert LOSS_FUNCTIONS["lambdarank"] is PF.lambdarank_loss
     assert LOSS_FUNCTIONS["pairwise_logistic"] is PF.pairwise_logistic_loss
     assert LOSS_FUNCTIONS["pairwise_hinge"] is PF.pairwise_hinge_loss
     assert LOSS_FUNCTIONS["margin_ranking"] is PF.margin_ranking_loss
@@ -194,7 +196,8 @@ def test_losses_are_the_nn_functional_ones_and_can_be_replaced(toy, tmp_path: Pa
         return ranknet_standin(*args, **kwargs)
 
     train_data, valid_data, _ = toy
-    train(TrainConfig(epochs=1), train_data, valid_data, tmp_path / "own", progress=False, loss_fn=logistic)
+    train(TrainConfig(loss="pairwise_logistic", epochs=1), train_data, valid_data, tmp_path / "own", progress=False,
+          loss_fn=logistic)
     assert calls and calls[0] == {"reduction": "mean"}
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "MODEL_NAMES",
     "OPTIMIZERS",
     "RESUMABLE_FIELDS",
+    "TRANSFORMS",
     "LossSpec",
     "TrainConfig",
     "loss_by_short_name",
@@ -52,6 +53,8 @@ LOSSES: dict[str, LossSpec] = {
     "pairwise_logistic": LossSpec("pairwise", "sessions", "PairWiseLoss: logistic (RankNet) over in-session pairs"),
     "pairwise_hinge": LossSpec("hinge", "sessions", "PairWiseHingeLoss: hinge over in-session pairs"),
     "margin_ranking": LossSpec("margin", "sampled", "MarginRankingLoss over pairs sampled inside sessions"),
+    "lambdarank": LossSpec("lambdarank", "sessions",
+                           "LambdaRankLoss: logistic over in-session pairs weighted by |delta NDCG| (--gain, --topn)"),
 }
 #: Optimizer names: ``torch.optim.Adam`` and ``torch.optim.SGD``.
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -59,6 +62,8 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 GAINS: tuple[str, ...] = ("exp2", "linear")
 #: Scorer names of :func:`pairloss.ltr.models.make_model`.
 MODEL_NAMES: tuple[str, ...] = ("linear", "mlp")
+#: Feature transforms of :data:`pairloss.ltr.models.TRANSFORMS` (``"log1p"``: signed ``log(1 + |x|)``).
+TRANSFORMS: tuple[str, ...] = ("none", "log1p")
 #: Config fields that a resumed run may change: they decide when to stop, not what an epoch computes.
 RESUMABLE_FIELDS: tuple[str, ...] = ("epochs", "patience")
 
@@ -99,6 +104,9 @@ class TrainConfig:
         lr: Learning rate.
         momentum: SGD momentum (ignored by Adam).
         margin: Margin of the hinge and margin-ranking losses.
+        sigma: Score scale of the ``"lambdarank"`` loss, ``log(1 + exp(-sigma (s_i - s_j)))``.
+        topn: ``"lambdarank"``: only pairs with an item in the current top ``topn`` carry weight
+            (0: all pairs); its NDCG gain is ``gain``.
         l1: L1 penalty on weight matrices (biases are not penalised: ranking is shift-invariant).
         l2: L2 penalty on weight matrices.
         epochs: Maximum number of epochs.
@@ -115,6 +123,11 @@ class TrainConfig:
             metrics (they score 1 whatever the model does, which only compresses differences).
         gain: One of :data:`GAINS`, the NDCG gain of the validation metrics.
         standardize: Fit the model's feature standardiser on the training features.
+        transform: One of :data:`TRANSFORMS`, applied to the raw features before everything else.
+        missing_indicators: Give the model a 0/1 input per feature that says the value was missing
+            (``NaN``: ``NULL``, ``nan`` or absent in the file); missing values are filled either way.
+        input_noise: Standard deviation of the Gaussian noise added to the standardised training
+            features (augmentation; 0: none).
         seed: Seed of the initialisation, batch order, pair sampling and dropout.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
     """
@@ -127,6 +140,8 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.0
     margin: float = 1.0
+    sigma: float = 1.0
+    topn: int = 0
     l1: float = 0.0
     l2: float = 0.0
     epochs: int = 20
@@ -140,6 +155,9 @@ class TrainConfig:
     exclude_all_equal: bool = True
     gain: str = "exp2"
     standardize: bool = True
+    transform: str = "none"
+    missing_indicators: bool = False
+    input_noise: float = 0.0
     seed: int = 0
     device: str = "cpu"
 
@@ -159,7 +177,7 @@ class TrainConfig:
 
     def _check_names(self) -> None:
         for name, choices in (("loss", tuple(LOSSES)), ("model", MODEL_NAMES), ("optimizer", OPTIMIZERS),
-                              ("gain", GAINS)):
+                              ("gain", GAINS), ("transform", TRANSFORMS)):
             if getattr(self, name) not in choices:
                 _fail(name, f"one of {', '.join(choices)}", getattr(self, name))
         if not isinstance(self.device, str):
@@ -168,7 +186,7 @@ class TrainConfig:
             _fail("device", "a torch device string such as 'cpu', 'cuda' or 'cuda:0'", self.device)
 
     def _check_numbers(self) -> None:
-        for name in ("dropout", "lr", "momentum", "margin", "l1", "l2", "min_delta"):
+        for name in ("dropout", "lr", "momentum", "margin", "sigma", "l1", "l2", "min_delta", "input_noise"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value):
                 _fail(name, "a finite number", value, TypeError if not _is_number(value) else ValueError)
@@ -176,7 +194,9 @@ class TrainConfig:
             _fail("dropout", "in [0, 1)", self.dropout)
         if self.lr <= 0:
             _fail("lr", "> 0", self.lr)
-        for name in ("momentum", "l1", "l2", "min_delta"):
+        if self.sigma <= 0:
+            _fail("sigma", "> 0", self.sigma)
+        for name in ("momentum", "l1", "l2", "min_delta", "input_noise"):
             if getattr(self, name) < 0:
                 _fail(name, ">= 0", getattr(self, name))
 
@@ -191,6 +211,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 _fail(name, "a positive int or None", value)
+        if not _is_int(self.topn) or self.topn < 0:
+            _fail("topn", "an int >= 0 (0: all pairs)", self.topn, TypeError if not _is_int(self.topn) else ValueError)
         if not _is_int(self.seed) or self.seed < 0:
             _fail("seed", "an int >= 0", self.seed)
 
@@ -205,7 +227,7 @@ class TrainConfig:
                     parse_metric(name)
                 except ValueError as exc:
                     raise ValueError(f"{field_name}: {exc}") from None
-        for name in ("exclude_all_equal", "standardize"):
+        for name in ("exclude_all_equal", "standardize", "missing_indicators"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "a bool", getattr(self, name), TypeError)
 
@@ -235,6 +257,8 @@ class TrainConfig:
 
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the configured model."""
+        options = {"transform": self.transform, "missing_indicators": self.missing_indicators,
+                   "input_noise": self.input_noise}
         if self.model == "mlp":
-            return {"hidden": self.hidden, "dropout": self.dropout}
-        return {}
+            return {"hidden": self.hidden, "dropout": self.dropout, **options}
+        return options
