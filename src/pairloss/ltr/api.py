@@ -122,8 +122,8 @@ def load_splits(data: PathLike | None = None, valid: PathLike | None = None, tes
 
     ``data`` is an SVMlight/LETOR file, a LightGBM file with ``<file>.query`` beside it, or a fold directory
     (a LETOR ``Fold``, or a LightGBM example directory with ``<name>.train`` / ``<name>.test``; see
-    :func:`pairloss.ltr.data.fold_files`; its vali / test files are used unless ``valid`` / ``test`` are given); ``None``: the
-    built-in synthetic data (:func:`pairloss.ltr.make_toy_dataset`). Without validation data,
+    :func:`pairloss.ltr.data.fold_files`; its vali / test files are used unless ``valid`` / ``test`` are
+    given); ``None``: the built-in synthetic data (:func:`pairloss.ltr.make_toy_dataset`). Without validation data,
     ``valid_fraction`` of the training sessions are held out (seeded by ``split_seed``); 0 holds out none.
     Validation and test files must have the training data's feature count.
     """

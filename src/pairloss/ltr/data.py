@@ -108,7 +108,8 @@ class RankingDataset:
             session has at least one item.
 
     Arrays are converted on construction (float32 / int64, C-contiguous) and validated: shapes must
-    agree, labels must be finite, features finite or ``NaN`` (a missing value), and ``qids`` must not change inside a session. The class is frozen
+    agree, labels must be finite, features finite or ``NaN`` (a missing value), and ``qids`` must not
+    change inside a session. The class is frozen
     so that cached derived arrays (:attr:`session_offsets`, :attr:`session_ids`) stay valid; do not
     mutate the arrays in place.
     """
