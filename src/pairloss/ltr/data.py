@@ -33,7 +33,7 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +46,7 @@ from .batching import plan_batches
 
 __all__ = [
     "RankingDataset",
+    "concatenate",
     "fold_files",
     "load",
     "load_fold",
@@ -358,6 +359,23 @@ class RankingDataset:
             raise ValueError(f"rank must be in [0, world_size={world_size_i}); got {rank}")
         n = self.n_sessions - (self.n_sessions % world_size_i if drop_remainder else 0)
         return self._take_sessions(np.arange(int(rank), n, world_size_i, dtype=np.int64))
+
+
+def concatenate(parts: Sequence[RankingDataset]) -> RankingDataset:
+    """The sessions of ``parts``, one data set after the other (e.g. LETOR partitions S1, S2, S3).
+
+    Raises:
+        ValueError: If ``parts`` is empty or the parts have different feature counts.
+    """
+    if not parts or not all(isinstance(p, RankingDataset) for p in parts):
+        raise ValueError(f"parts must be a non-empty sequence of RankingDataset; got {parts!r}")
+    widths = sorted({p.n_features for p in parts})
+    if len(widths) > 1:
+        raise ValueError(f"parts must have one feature count; got {widths}")
+    return RankingDataset._trusted(
+        np.concatenate([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.qids for p in parts]), np.concatenate([p.lengths for p in parts]),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
