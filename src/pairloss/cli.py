@@ -28,7 +28,7 @@ from pairloss.ltr.api import (
     resume_training,
     run_training,
 )
-from pairloss.ltr.config import GAINS, LOSSES, MODEL_NAMES, OPTIMIZERS, RESUMABLE_FIELDS, TRANSFORMS, TrainConfig
+from pairloss.ltr.config import FILLS, GAINS, LOSSES, MODEL_NAMES, OPTIMIZERS, RESUMABLE_FIELDS, TRANSFORMS, TrainConfig
 
 if TYPE_CHECKING:
     from pairloss.ltr.cv import CVReport
@@ -113,6 +113,7 @@ _Optimizer = Literal[*OPTIMIZERS]  # type: ignore[valid-type]
 _Gain = Literal[*GAINS]  # type: ignore[valid-type]
 _Model = Literal[*MODEL_NAMES]  # type: ignore[valid-type]
 _Transform = Literal[*TRANSFORMS]  # type: ignore[valid-type]
+_Fill = Literal[*FILLS]  # type: ignore[valid-type]
 # What an input of pairloss.ltr.api is called on the command line.
 _INPUT_FLAGS = {"model": "MODEL", "valid_fraction": "--valid-fraction", "directory": "DIR", "folds": "--fold"}
 # TrainConfig fields whose flag is not the field name with dashes.
@@ -231,6 +232,8 @@ _TransformOpt = Annotated[_Transform, typer.Option("--transform", help="Feature 
 _IndicatorsOpt = Annotated[bool, typer.Option(
     "--missing-indicators/--no-missing-indicators",
     help="Add a 0/1 input per feature saying it was missing (NULL, nan or absent in the file).")]
+_FillOpt = Annotated[_Fill, typer.Option("--missing-fill", help="Missing values become the mean of the feature's "
+                                         "present training values (mean), or 1 std beyond their max or min.")]
 _NoiseOpt = Annotated[float, typer.Option("--input-noise", min=0.0,
                                           help="Std of Gaussian noise on the standardised training features.")]
 _SeedOpt = Annotated[int, typer.Option("--seed", min=0)]
@@ -283,6 +286,7 @@ def train_command(
     standardize: _StandardizeOpt = _DEFAULTS.standardize,
     transform: _TransformOpt = _DEFAULTS.transform,  # type: ignore[assignment]
     missing_indicators: _IndicatorsOpt = _DEFAULTS.missing_indicators,
+    missing_fill: _FillOpt = _DEFAULTS.missing_fill,  # type: ignore[assignment]
     input_noise: _NoiseOpt = _DEFAULTS.input_noise,
     seed: _SeedOpt = _DEFAULTS.seed,
     device: _DeviceOpt = _DEFAULTS.device,  # type: ignore[assignment]
@@ -296,7 +300,7 @@ def train_command(
     With no options it trains on the built-in synthetic data in a few seconds. Under torchrun it trains
     data-parallel (gloo on CPU, NCCL on CUDA), rank 0 writing the run directory.
 
-    $ pairloss train --data ../shared/data/lightgbm_rank --out runs/demo
+    $ pairloss train --data . --epochs 2 --out runs/dir   # a directory with rank.train and rank.test
 
     $ pairloss train --data rank.train --test rank.test --model mlp --epochs 2 --out runs/demo
 
@@ -400,6 +404,7 @@ def cv_command(
     standardize: _StandardizeOpt = _DEFAULTS.standardize,
     transform: _TransformOpt = _DEFAULTS.transform,  # type: ignore[assignment]
     missing_indicators: _IndicatorsOpt = _DEFAULTS.missing_indicators,
+    missing_fill: _FillOpt = _DEFAULTS.missing_fill,  # type: ignore[assignment]
     input_noise: _NoiseOpt = _DEFAULTS.input_noise,
     seed: _SeedOpt = _DEFAULTS.seed,
     device: _DeviceOpt = _DEFAULTS.device,  # type: ignore[assignment]
@@ -410,9 +415,9 @@ def cv_command(
     Every fold trains with early stopping on its vali split and is scored on its test split (NDCG@1/3/5/10,
     MAP, MRR); folds run in parallel processes. Writes OUT/Fold<i>/ (each a run directory) and OUT/cv.json.
 
-    $ pairloss cv ../shared/data/letor_mq2007_agg --out runs/mq2007
+    $ pairloss cv letor --epochs 2 --out runs/cv   # letor/S1.txt .. letor/S5.txt
 
-    $ pairloss cv MQ2008 --jobs 1 --fold Fold1 --loss pairwise --transform none
+    $ pairloss cv letor --fold Fold1 --jobs 1 --loss lambdarank --epochs 1 --out runs/cv1
     """
     from pairloss.ltr.cv import cross_validate, fold_names
 

@@ -136,7 +136,7 @@ def test_resume_can_extend_epochs(toy, tmp_path: Path) -> None:
 
 def test_resume_rejects_other_config_or_data(toy, tmp_path: Path) -> None:
     run(TrainConfig(epochs=1), toy, tmp_path / "r")
-    with pytest.raises(ValueError, match=r"config differs in lr: 0\.01 -> 0\.5"):
+    with pytest.raises(ValueError, match=r"config differs in lr: 0\.001 -> 0\.5"):
         run(TrainConfig(epochs=2, lr=0.5), toy, tmp_path / "r", resume=True)
     other = make_toy_dataset(n_queries=150, docs_per_query=12, n_features=8, seed=2)
     with pytest.raises(ValueError, match="the training data differs"):

@@ -45,7 +45,7 @@ __all__ = [
 #: preprocessing fields of the config; format 2 files still load as models (see :func:`stored_config`).
 FORMAT = 3
 # What a format-2 run did, whatever today's defaults are: no transform, no indicators, no noise.
-_FORMAT_2_FIELDS = {"transform": "none", "missing_indicators": False, "input_noise": 0.0}
+_FORMAT_2_FIELDS = {"transform": "none", "missing_indicators": False, "missing_fill": "mean", "input_noise": 0.0}
 _CHECKPOINT_KEYS = ("format", "epoch", "config", "model_state", "optimizer_state", "best_state", "best_epoch",
                     "best_metric", "bad_epochs", "history", "train_fingerprint", "run")
 

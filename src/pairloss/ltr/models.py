@@ -26,11 +26,14 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "TRANSFORMS", "LinearScorer", "MLPScorer", "MissingValues", "Scorer", "Standardizer",
+__all__ = ["FILLS", "MODELS", "TRANSFORMS", "LinearScorer", "MLPScorer", "MissingValues", "Scorer", "Standardizer",
            "make_model", "score_items", "signed_log1p"]
 
 #: Feature transforms a scorer applies before everything else (see the module docstring).
 TRANSFORMS: tuple[str, ...] = ("none", "log1p")
+#: Where :class:`MissingValues` puts a missing value: at the mean of the feature's present training values,
+#: one standard deviation above their maximum, or one below their minimum (a feature never present: 0).
+FILLS: tuple[str, ...] = ("mean", "max", "min")
 
 # Items scored per forward pass by score_items: bounds memory on large data sets.
 _SCORE_CHUNK = 65536
@@ -117,19 +120,26 @@ def _as_float64(features: npt.ArrayLike | torch.Tensor, n_features: int) -> np.n
 class MissingValues(nn.Module):
     """Replaces ``NaN`` by a per-feature fill value; says which features were missing in training.
 
-    ``fill`` is the mean of a feature's present training values (0 for a feature never present), so a
-    missing value sits at the feature's centre and the missing indicator carries the information.
+    The fill value of a feature comes from its present training values (0 for a feature never present):
+    their mean (``"mean"``: a missing value sits at the centre and a missing indicator carries the
+    information), or one standard deviation beyond their maximum (``"max"``) or minimum (``"min"``): a
+    missing value is then an extreme one, e.g. "not ranked at all" for a feature that is a rank, as in
+    LETOR 4.0's rank-aggregation sets.
 
     Args:
         n_features: Number of features.
+        fill: One of :data:`FILLS`.
     """
 
     fill: torch.Tensor
     seen: torch.Tensor
 
-    def __init__(self, n_features: int) -> None:
+    def __init__(self, n_features: int, fill: str = "mean") -> None:
         super().__init__()
         self.n_features = _check_n_features(n_features)
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {', '.join(FILLS)}; got {fill!r}")
+        self.fill_rule = fill
         self.register_buffer("fill", torch.zeros(self.n_features))
         self.register_buffer("seen", torch.zeros(self.n_features))
 
@@ -137,8 +147,13 @@ class MissingValues(nn.Module):
         """Sets ``fill`` and ``seen`` (1 where a feature is missing somewhere) from training features."""
         x = _as_float64(features, self.n_features)
         missing = np.isnan(x)
-        present = (~missing).sum(axis=0)
-        fill = np.where(present > 0, np.where(missing, 0.0, x).sum(axis=0) / np.maximum(present, 1), 0.0)
+        present = (~missing).any(axis=0)
+        fill = np.zeros(self.n_features)
+        if present.any():
+            values = x[:, present]
+            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            fill[present] = {"mean": lambda: mean, "max": lambda: np.nanmax(values, axis=0) + std,
+                             "min": lambda: np.nanmin(values, axis=0) - std}[self.fill_rule]()
         with torch.no_grad():
             self.fill.copy_(torch.from_numpy(fill))
             self.seen.copy_(torch.from_numpy(missing.any(axis=0).astype(np.float64)))
@@ -150,7 +165,7 @@ class MissingValues(nn.Module):
         return torch.where(missing, self.fill, features), missing.to(features.dtype) * self.seen
 
     def extra_repr(self) -> str:
-        return f"n_features={self.n_features}"
+        return f"n_features={self.n_features}, fill={self.fill_rule!r}"
 
 
 def _check_options(transform: object, missing_indicators: object, input_noise: object) -> None:
@@ -172,17 +187,18 @@ class Scorer(nn.Module):
         n_features: Number of input features.
         transform: One of :data:`TRANSFORMS`.
         missing_indicators: Add a missing indicator per feature to the inputs.
+        missing_fill: Fill rule of missing values, one of :data:`FILLS`.
         input_noise: Standard deviation of the Gaussian noise added to the standardised features in
             training mode (0: none).
     """
 
     def __init__(self, n_features: int, *, transform: str = "none", missing_indicators: bool = False,
-                 input_noise: float = 0.0) -> None:
+                 missing_fill: str = "mean", input_noise: float = 0.0) -> None:
         super().__init__()
         self.n_features = _check_n_features(n_features)
         _check_options(transform, missing_indicators, input_noise)
         self.transform, self.missing_indicators, self.input_noise = transform, missing_indicators, float(input_noise)
-        self.missing = MissingValues(self.n_features)
+        self.missing = MissingValues(self.n_features, missing_fill)
         self.standardizer = Standardizer(self.n_features)
 
     @property
@@ -250,7 +266,7 @@ class LinearScorer(Scorer):
         n_features: Number of input features.
         bias: Learn a bias. Pairwise losses are shift-invariant, so it only matters for
             pointwise objectives; it is on by default so the same class serves both.
-        **options: ``transform``, ``missing_indicators``, ``input_noise`` of :class:`Scorer`.
+        **options: ``transform``, ``missing_indicators``, ``missing_fill``, ``input_noise`` of :class:`Scorer`.
     """
 
     def __init__(self, n_features: int, *, bias: bool = True, **options: Any) -> None:
@@ -272,7 +288,7 @@ class MLPScorer(Scorer):
         hidden: Widths of the hidden layers (may be empty: then it is a linear scorer).
         dropout: Dropout probability after each hidden activation, in ``[0, 1)``.
         activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
-        **options: ``transform``, ``missing_indicators``, ``input_noise`` of :class:`Scorer`.
+        **options: ``transform``, ``missing_indicators``, ``missing_fill``, ``input_noise`` of :class:`Scorer`.
     """
 
     def __init__(
