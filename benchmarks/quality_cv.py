@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.lightgbm_site:
         sys.path.append(args.lightgbm_site)
+    warnings.filterwarnings("ignore", message=".*eval_set.*deprecated")  # lightgbm 4.7; eval_X is newer
     started = time.perf_counter()
     specs = find_folds(args.data)
     lgb_folds = [lightgbm_fold(spec, args.gain, args.threads) for spec in specs]
