@@ -241,6 +241,10 @@ def test_every_help_example_runs_as_written(files, tmp_path: Path, monkeypatch) 
     for name in ("train", "test"):  # the examples' rank.train / rank.test
         Path(f"rank.{name}").write_bytes(files[name].read_bytes())
         Path(f"rank.{name}.query").write_bytes(Path(f"{files[name]}.query").read_bytes())
+    Path("letor").mkdir()  # the cv examples' partitions
+    for i in range(1, 6):
+        Path(f"letor/S{i}.txt").write_text("".join(f"{(q + j) % 3} qid:{i * 10 + q} 1:{j} 2:{'NULL' if j % 3 else q}\n"
+                                                  for q in range(4) for j in range(5)))
     for name, example in _examples():
         argv = shlex.split(example, comments=True)
         if argv[0] == "torchrun":
@@ -254,10 +258,11 @@ def test_every_help_example_runs_as_written(files, tmp_path: Path, monkeypatch) 
         if name == "bench":  # the real run takes a minute on 2 busy cores: check the command, not the timings
             calls: list[dict] = []
             monkeypatch.setattr(pairloss._bench, "run_benchmarks", lambda **kw: calls.append(kw) or [])
-        result = runner.invoke(app, argv[1:] + (["--no-progress"] if name == "train" else []))
+        result = runner.invoke(app, argv[1:] + (["--no-progress"] if name in ("train", "cv") else []))
         assert result.exit_code == 0, (example, result.output)
     assert calls and calls[0]["quick"] is True
     assert Path("runs/demo/best.pt").is_file() and Path("runs/ddp/metrics.json").is_file()
+    assert Path("runs/dir/best.pt").is_file() and Path("runs/cv/cv.json").is_file()
     assert Path("scores.txt").is_file() and Path("scorer.onnx").is_file() and Path("eval.json").is_file()
 
 

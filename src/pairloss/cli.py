@@ -7,9 +7,9 @@ error it can hit is one line, ``error: <flag or file>: <cause>``, and exit code 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -21,13 +21,17 @@ from pairloss.ltr.api import (
     InputError,
     TrainingInterrupted,
     TrainReport,
+    default_out_dir,
     evaluate_model,
     export_model,
     predict_file,
     resume_training,
     run_training,
 )
-from pairloss.ltr.config import GAINS, LOSSES, MODEL_NAMES, OPTIMIZERS, RESUMABLE_FIELDS, TrainConfig
+from pairloss.ltr.config import FILLS, GAINS, LOSSES, MODEL_NAMES, OPTIMIZERS, RESUMABLE_FIELDS, TRANSFORMS, TrainConfig
+
+if TYPE_CHECKING:
+    from pairloss.ltr.cv import CVReport
 
 __all__ = ["app", "main"]
 
@@ -108,8 +112,10 @@ _LossName = Literal[*_LOSS_NAMES]  # type: ignore[valid-type]
 _Optimizer = Literal[*OPTIMIZERS]  # type: ignore[valid-type]
 _Gain = Literal[*GAINS]  # type: ignore[valid-type]
 _Model = Literal[*MODEL_NAMES]  # type: ignore[valid-type]
+_Transform = Literal[*TRANSFORMS]  # type: ignore[valid-type]
+_Fill = Literal[*FILLS]  # type: ignore[valid-type]
 # What an input of pairloss.ltr.api is called on the command line.
-_INPUT_FLAGS = {"model": "MODEL", "valid_fraction": "--valid-fraction"}
+_INPUT_FLAGS = {"model": "MODEL", "valid_fraction": "--valid-fraction", "directory": "DIR", "folds": "--fold"}
 # TrainConfig fields whose flag is not the field name with dashes.
 _FIELD_FLAGS = {"sessions_per_batch": "--batch-size"}
 # `train --resume` continues the stored run; of the flags that change it, only these may be given.
@@ -197,12 +203,61 @@ def _print_training(report: TrainReport) -> None:
     _print_metrics(console, title, report.eval_metrics)
 
 
+# The options of a training configuration, shared by `train` and `cv` (defaults: TrainConfig's).
+_ModelOpt = Annotated[_Model, typer.Option("--model", help="Scorer.")]
+_HiddenOpt = Annotated[str, typer.Option("--hidden", help="MLP hidden layer widths.")]
+_DropoutOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.99, help="MLP dropout.")]
+_LossOpt = Annotated[_LossName, typer.Option("--loss", help="; ".join(
+    f"{s.short_name}: {s.summary}" for s in LOSSES.values()))]
+_OptimizerOpt = Annotated[_Optimizer, typer.Option("--optimizer")]
+_LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")]
+_MomentumOpt = Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.")]
+_MarginOpt = Annotated[float, typer.Option("--margin", help="Margin of the hinge and margin losses.")]
+_SigmaOpt = Annotated[float, typer.Option("--sigma", help="Score scale of the lambdarank loss (> 0).")]
+_TopnOpt = Annotated[int, typer.Option("--topn", min=0, help="lambdarank: weight only pairs with an item in the "
+                                       "current top n (NDCG@n); 0: all pairs.")]
+_L1Opt = Annotated[float, typer.Option("--l1", min=0.0, help="L1 penalty on weights.")]
+_L2Opt = Annotated[float, typer.Option("--l2", min=0.0, help="L2 penalty on weights.")]
+_EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Epochs (with --resume: the new total).")]
+_BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Sessions per batch.")]
+_PatienceOpt = Annotated[int, typer.Option("--patience", min=0,
+                                           help="Stop after this many epochs without improvement; 0: never.")]
+_EvalMetricOpt = Annotated[str, typer.Option("--eval-metric", help="Validation metric to maximise.")]
+_GainOpt = Annotated[_Gain, typer.Option("--gain", help="NDCG gain: exp2 (2^label - 1) or linear (label); also "
+                                         "lambdarank's.")]
+_StandardizeOpt = Annotated[bool, typer.Option("--standardize/--no-standardize",
+                                               help="Standardise features with training statistics.")]
+_TransformOpt = Annotated[_Transform, typer.Option("--transform", help="Feature transform before standardising: "
+                                                   "none, or log1p (signed log(1 + |x|), for heavy-tailed features).")]
+_IndicatorsOpt = Annotated[bool, typer.Option(
+    "--missing-indicators/--no-missing-indicators",
+    help="Add a 0/1 input per feature saying it was missing (NULL, nan or absent in the file).")]
+_FillOpt = Annotated[_Fill, typer.Option("--missing-fill", help="Missing values become the mean of the feature's "
+                                         "present training values (mean), or 1 std beyond their max or min.")]
+_NoiseOpt = Annotated[float, typer.Option("--input-noise", min=0.0,
+                                          help="Std of Gaussian noise on the standardised training features.")]
+_SeedOpt = Annotated[int, typer.Option("--seed", min=0)]
+_DeviceOpt = Annotated[Literal["cpu", "cuda"], typer.Option("--device")]
+
+
+_DEFAULT_HIDDEN = ",".join(map(str, _DEFAULTS.hidden))
+
+
+def _train_config(params: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a command's parameters (those that are config fields, under their flag names)."""
+    fields = {name: value for name, value in params.items() if name in TrainConfig.__dataclass_fields__}
+    fields.update(hidden=_parse_hidden(params["hidden"]), loss=_LOSS_NAMES[params["loss"]],
+                  sessions_per_batch=params["batch_size"], patience=params["patience"] or None)
+    return TrainConfig(**fields)
+
+
 @app.command("train")
 def train_command(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Option(
         "--data", help="Training data: SVMlight/LETOR file (qid: on each line), LightGBM file with "
-        "<file>.query beside it, or LETOR Fold directory. Default: built-in synthetic data.")] = None,
+        "<file>.query beside it, LETOR Fold directory, or a directory with <name>.train and <name>.test "
+        "(LightGBM's examples). Default: built-in synthetic data.")] = None,
     valid: Annotated[Path | None, typer.Option("--valid", help="Validation data (early stopping).")] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Test data for the final table.")] = None,
     valid_fraction: Annotated[float, typer.Option(
@@ -211,35 +266,30 @@ def train_command(
         "and keeps the last epoch.")] = 0.1,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Run directory. Default: runs/<timestamp> (with --resume: the latest run).")] = None,
-    model: Annotated[_Model, typer.Option("--model", help="Scorer.")] = _DEFAULTS.model,
-    hidden: Annotated[str, typer.Option("--hidden", help="MLP hidden layer widths.")] = ",".join(
-        map(str, _DEFAULTS.hidden)),
-    dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=0.99, help="MLP dropout.")] = _DEFAULTS.dropout,
-    loss: Annotated[_LossName, typer.Option("--loss", help="; ".join(
-        f"{s.short_name}: {s.summary}" for s in LOSSES.values()))] = LOSSES[_DEFAULTS.loss].short_name,
-    optimizer: Annotated[_Optimizer, typer.Option("--optimizer")] = _DEFAULTS.optimizer,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = _DEFAULTS.lr,
-    momentum: Annotated[float, typer.Option("--momentum", min=0.0, help="SGD momentum.")] = _DEFAULTS.momentum,
-    margin: Annotated[float, typer.Option("--margin", help="Margin of the hinge and margin losses.")
-                      ] = _DEFAULTS.margin,
-    l1: Annotated[float, typer.Option("--l1", min=0.0, help="L1 penalty on weights.")] = _DEFAULTS.l1,
-    l2: Annotated[float, typer.Option("--l2", min=0.0, help="L2 penalty on weights.")] = _DEFAULTS.l2,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs (with --resume: the new total).")
-                      ] = _DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sessions per batch.")
-                          ] = _DEFAULTS.sessions_per_batch,
-    patience: Annotated[int, typer.Option(
-        "--patience", min=0, help="Stop after this many epochs without improvement; 0: never.")
-    ] = _DEFAULTS.patience or 0,
-    eval_metric: Annotated[str, typer.Option("--eval-metric", help="Validation metric to maximise.")
-                           ] = _DEFAULTS.eval_metric,
-    gain: Annotated[_Gain, typer.Option("--gain", help="NDCG gain: exp2 (2^label - 1) or linear (label).")
-                    ] = _DEFAULTS.gain,
-    standardize: Annotated[bool, typer.Option(
-        "--standardize/--no-standardize", help="Standardise features with training statistics.")
-    ] = _DEFAULTS.standardize,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = _DEFAULTS.seed,
-    device: Annotated[Literal["cpu", "cuda"], typer.Option("--device")] = _DEFAULTS.device,  # type: ignore[assignment]
+    model: _ModelOpt = _DEFAULTS.model,
+    hidden: _HiddenOpt = _DEFAULT_HIDDEN,
+    dropout: _DropoutOpt = _DEFAULTS.dropout,
+    loss: _LossOpt = LOSSES[_DEFAULTS.loss].short_name,
+    optimizer: _OptimizerOpt = _DEFAULTS.optimizer,
+    lr: _LrOpt = _DEFAULTS.lr,
+    momentum: _MomentumOpt = _DEFAULTS.momentum,
+    margin: _MarginOpt = _DEFAULTS.margin,
+    sigma: _SigmaOpt = _DEFAULTS.sigma,
+    topn: _TopnOpt = _DEFAULTS.topn,
+    l1: _L1Opt = _DEFAULTS.l1,
+    l2: _L2Opt = _DEFAULTS.l2,
+    epochs: _EpochsOpt = _DEFAULTS.epochs,
+    batch_size: _BatchOpt = _DEFAULTS.sessions_per_batch,
+    patience: _PatienceOpt = _DEFAULTS.patience or 0,
+    eval_metric: _EvalMetricOpt = _DEFAULTS.eval_metric,
+    gain: _GainOpt = _DEFAULTS.gain,
+    standardize: _StandardizeOpt = _DEFAULTS.standardize,
+    transform: _TransformOpt = _DEFAULTS.transform,  # type: ignore[assignment]
+    missing_indicators: _IndicatorsOpt = _DEFAULTS.missing_indicators,
+    missing_fill: _FillOpt = _DEFAULTS.missing_fill,  # type: ignore[assignment]
+    input_noise: _NoiseOpt = _DEFAULTS.input_noise,
+    seed: _SeedOpt = _DEFAULTS.seed,
+    device: _DeviceOpt = _DEFAULTS.device,  # type: ignore[assignment]
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out with its stored options and data; only --epochs and "
         "--patience may be given with it.")] = False,
@@ -249,6 +299,8 @@ def train_command(
 
     With no options it trains on the built-in synthetic data in a few seconds. Under torchrun it trains
     data-parallel (gloo on CPU, NCCL on CUDA), rank 0 writing the run directory.
+
+    $ pairloss train --data . --epochs 2 --out runs/dir   # a directory with rank.train and rank.test
 
     $ pairloss train --data rank.train --test rank.test --model mlp --epochs 2 --out runs/demo
 
@@ -269,16 +321,113 @@ def train_command(
                 patience=(patience or None) if "patience" in given else KEEP, progress=progress,
             )
         else:
-            config = TrainConfig(
-                loss=_LOSS_NAMES[loss], model=model, hidden=config_hidden, dropout=dropout, optimizer=optimizer,
-                lr=lr, momentum=momentum, margin=margin, l1=l1, l2=l2, epochs=epochs, sessions_per_batch=batch_size,
-                patience=patience or None, eval_metric=eval_metric, gain=gain, standardize=standardize, seed=seed,
-                device=device,
-            )
+            config = _train_config({**ctx.params, "hidden": ",".join(map(str, config_hidden))})
             report = run_training(config, data, valid, test, out_dir=out, valid_fraction=valid_fraction,
                                   progress=progress)
     if report.is_main:
         _print_training(report)
+
+
+def _print_cv(report: CVReport) -> None:
+    console = _console()
+    config = report.config
+    console.print(f"{len(report.folds)}-fold cross-validation of {config.model} / {config.loss} on {report.data} "
+                  f"({report.jobs} process{'es' if report.jobs > 1 else ''}); runs and cv.json in {report.out_dir}",
+                  highlight=False)
+    for split, heading in (("test", "Test"), ("valid", "Validation (vali split; compare settings by these)")):
+        table = Table(title=f"{heading}: {config.gain} gain"
+                      f"{', all-equal sessions excluded' if config.exclude_all_equal else ''}")
+        table.add_column("fold")
+        for metric in REPORT_METRICS:
+            table.add_column(metric.upper(), justify="right")
+        for fold in report.folds:
+            table.add_row(fold.name, *(_format(getattr(fold, split).get(m, float("nan"))) for m in REPORT_METRICS))
+        table.add_row("mean ± se", *(f"{_format(report.mean[split][m])} ± {_format(report.stderr[split][m])}"
+                                     for m in REPORT_METRICS), style="bold")
+        console.print(table)
+
+
+def _format(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"
+
+
+class _FoldProgress:
+    """A rich progress bar per fold, advanced by cross_validate's progress hook."""
+
+    def __init__(self, names: list[str], epochs: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+        self.tasks = {name: self.bar.add_task(name, total=epochs, info="") for name in names}
+
+    def __call__(self, name: str, epoch: int, epochs: int, value: float | None) -> None:
+        info = "" if value is None else f"vali {value:.4f}"
+        self.bar.update(self.tasks[name], completed=epoch, info=info)
+
+    def __enter__(self) -> _FoldProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+@app.command("cv")
+def cv_command(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(metavar="DIR", help="Directory with Fold1..FoldK (train/vali/test.txt "
+                                         "each) or with partitions S1.txt..SK.txt (LETOR's rotation).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory of the fold runs and cv.json. Default: "
+                                             "runs/cv-<timestamp>.")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Folds trained at once, one process each. "
+                                             "Default: min(folds, cores).")] = None,
+    fold: Annotated[list[str] | None, typer.Option("--fold", help="Only this fold (repeatable), e.g. Fold1.")
+                    ] = None,
+    model: _ModelOpt = _DEFAULTS.model,
+    hidden: _HiddenOpt = _DEFAULT_HIDDEN,
+    dropout: _DropoutOpt = _DEFAULTS.dropout,
+    loss: _LossOpt = LOSSES[_DEFAULTS.loss].short_name,
+    optimizer: _OptimizerOpt = _DEFAULTS.optimizer,
+    lr: _LrOpt = _DEFAULTS.lr,
+    momentum: _MomentumOpt = _DEFAULTS.momentum,
+    margin: _MarginOpt = _DEFAULTS.margin,
+    sigma: _SigmaOpt = _DEFAULTS.sigma,
+    topn: _TopnOpt = _DEFAULTS.topn,
+    l1: _L1Opt = _DEFAULTS.l1,
+    l2: _L2Opt = _DEFAULTS.l2,
+    epochs: _EpochsOpt = _DEFAULTS.epochs,
+    batch_size: _BatchOpt = _DEFAULTS.sessions_per_batch,
+    patience: _PatienceOpt = _DEFAULTS.patience or 0,
+    eval_metric: _EvalMetricOpt = _DEFAULTS.eval_metric,
+    gain: _GainOpt = _DEFAULTS.gain,
+    standardize: _StandardizeOpt = _DEFAULTS.standardize,
+    transform: _TransformOpt = _DEFAULTS.transform,  # type: ignore[assignment]
+    missing_indicators: _IndicatorsOpt = _DEFAULTS.missing_indicators,
+    missing_fill: _FillOpt = _DEFAULTS.missing_fill,  # type: ignore[assignment]
+    input_noise: _NoiseOpt = _DEFAULTS.input_noise,
+    seed: _SeedOpt = _DEFAULTS.seed,
+    device: _DeviceOpt = _DEFAULTS.device,  # type: ignore[assignment]
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per fold.")] = True,
+) -> None:
+    """Cross-validate a training configuration over LETOR folds; print per-fold and mean ± se metrics.
+
+    Every fold trains with early stopping on its vali split and is scored on its test split (NDCG@1/3/5/10,
+    MAP, MRR); folds run in parallel processes. Writes OUT/Fold<i>/ (each a run directory) and OUT/cv.json.
+
+    $ pairloss cv letor --epochs 2 --out runs/cv   # letor/S1.txt .. letor/S5.txt
+
+    $ pairloss cv letor --fold Fold1 --jobs 1 --loss lambdarank --epochs 1 --out runs/cv1
+    """
+    from pairloss.ltr.cv import cross_validate, fold_names
+
+    with _user_errors():
+        config = _train_config(ctx.params)
+        names = fold_names(data, fold)
+        out_dir = out if out is not None else default_out_dir(Path("runs") / "cv")
+        with _FoldProgress(names, config.epochs) if progress else nullcontext() as bar:
+            report = cross_validate(config, data, out_dir, jobs=jobs, folds=fold, progress=bar)
+    _print_cv(report)
 
 
 @app.command("evaluate")

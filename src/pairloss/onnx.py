@@ -474,13 +474,13 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
     The graph has one float32 input ``features`` (N, F) and one output ``scores`` (N,). **Input layout**
     (also in the model's ``metadata_props``, key ``pairloss.input_layout``): column ``j`` is feature index
     ``j`` exactly as written in the SVMlight/LETOR/LightGBM data file (zero-based: a file numbered from 1
-    leaves column 0 unused, i.e. 0), absent features are 0, values are raw (a ``pairloss.ltr`` scorer
-    standardises inside the graph). That is what ``pairloss predict`` feeds the model, and what
-    ``sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features=F)`` returns; scikit-learn's
-    default ``zero_based="auto"`` shifts the columns of a file that never uses index 0, so pass it.
+    leaves column 0 unused), a missing value (``NULL``, ``nan`` or an absent feature) is ``NaN``, values are
+    raw (a ``pairloss.ltr`` scorer transforms, fills missing values and standardises inside the graph). That
+    is what ``pairloss predict`` feeds the model, and what ``pairloss.ltr.load(path, n_features=F).features``
+    returns. (scikit-learn's ``load_svmlight_file`` reads absent features as 0 and cannot read ``NULL``.)
 
-    With ``verify``, ONNX Runtime scores a fresh random batch of a size not used for the export and must
-    match PyTorch.
+    With ``verify``, ONNX Runtime scores a fresh random batch of a size not used for the export, with some
+    ``NaN`` (missing) values, and must match PyTorch.
 
     Args:
         scorer: The model; ``n_features`` defaults to its ``n_features`` attribute.
@@ -510,20 +510,22 @@ def export_scorer(scorer: Any, path: str | os.PathLike[str] | None, *, n_feature
     program.model.metadata_props.update({
         "pairloss.input_layout": (f"features: float32 (N, {f}); column j = feature index j as written in the "
                                   "SVMlight/LETOR/LightGBM file (zero-based; a file numbered from 1 leaves column "
-                                  "0 at 0); absent features 0; raw values (standardised inside the model)"),
+                                  "0 unused); missing values (NULL, nan or absent) NaN; raw values (transformed, "
+                                  "filled and standardised inside the model)"),
         "pairloss.n_features": str(f),
-        "pairloss.read_with": f"sklearn.datasets.load_svmlight_file(path, zero_based=True, n_features={f})",
+        "pairloss.read_with": f"pairloss.ltr.load(path, n_features={f}).features",
     })
     if verify:
         import numpy as np
         import onnxruntime as ort
 
         features = torch.randn(13, f, generator=generator)
+        features[::4, ::2] = float("nan")  # missing values: a pairloss.ltr scorer fills them
         with _eval_mode(scorer), torch.no_grad():
             expected = scorer(features).numpy()
         session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
         (got,) = session.run(None, {"features": features.numpy()})
-        if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
+        if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
             diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("nan")
             msg = (f"the exported model disagrees with PyTorch on 13 random items: output shape {got.shape} "
                    f"vs {expected.shape}, max abs difference {diff:.3g} (rtol={rtol}, atol={atol})")

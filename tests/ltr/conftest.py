@@ -20,3 +20,13 @@ def lightgbm_rank_dir() -> Path:
     if missing:
         pytest.skip(f"sample data not available: {path} lacks {', '.join(missing)}")
     return path
+
+
+@pytest.fixture(scope="session")
+def mq2007_agg_dir() -> Path:
+    """Directory of LETOR 4.0 MQ2007-agg's partitions S1.txt .. S5.txt."""
+    path = SHARED_DATA / "letor_mq2007_agg"
+    missing = [f"S{i}.txt" for i in range(1, 6) if not (path / f"S{i}.txt").is_file()]
+    if missing:
+        pytest.skip(f"sample data not available: {path} lacks {', '.join(missing)}")
+    return path

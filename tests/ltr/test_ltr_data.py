@@ -50,7 +50,7 @@ def test_dataset_coerces_dtypes_and_derives_offsets() -> None:
         ({"lengths": np.array([2.0, 1.0, 3.0])}, TypeError, "lengths must hold integers"),
         ({"qids": np.array([1, 1, 2, 3, 3, 4])}, ValueError, "qids must be constant inside a session"),
         ({"qids": np.zeros(5)}, ValueError, "qids must be a 1-D array of length 6"),
-        ({"features": np.full((6, 3), np.nan)}, ValueError, "features must be finite"),
+        ({"features": np.full((6, 3), np.inf)}, ValueError, r"features must be finite or NaN \(missing\); row 0"),
         ({"labels": np.array([0, 1, np.inf, 0, 0, 0])}, ValueError, "labels must be finite"),
     ],
 )
@@ -212,13 +212,16 @@ SVM_TEXT = """# header comment
 def test_load_svmlight_parses_sessions_and_features(tmp_path: Path) -> None:
     ds = load_svmlight(write(tmp_path, "a.txt", SVM_TEXT))
     assert ds.features.shape == (3, 4)  # zero-based: indices 1..3 -> columns 1..3, column 0 unused
-    np.testing.assert_array_equal(ds.features[:, 0], 0)
-    np.testing.assert_allclose(ds.features[0], [0, 0.5, 0, 1.5])
+    assert np.isnan(ds.features[:, 0]).all()  # absent: missing
+    np.testing.assert_allclose(ds.features[0], [np.nan, 0.5, np.nan, 1.5])
+    zeros = load_svmlight(tmp_path / "a.txt", absent="zero")
+    np.testing.assert_array_equal(zeros.features[:, 0], 0)
+    np.testing.assert_allclose(zeros.features[0], [0, 0.5, 0, 1.5])
     np.testing.assert_array_equal(ds.labels, [2, 0, 1])
     np.testing.assert_array_equal(ds.qids, [10, 10, 4])
     np.testing.assert_array_equal(ds.lengths, [2, 1])
     one_based = load_svmlight(tmp_path / "a.txt", zero_based=False)
-    np.testing.assert_allclose(one_based.features[0], [0.5, 0, 1.5])
+    np.testing.assert_allclose(one_based.features[0], [0.5, np.nan, 1.5])
 
 
 def test_load_svmlight_rejects_other_feature_counts_without_padding(tmp_path: Path) -> None:
@@ -281,9 +284,9 @@ def test_load_svmlight_empty_file(tmp_path: Path, text: str) -> None:
         load_svmlight(path)
 
 
-def test_load_svmlight_non_finite_value(tmp_path: Path) -> None:
-    path = write(tmp_path, "nan.txt", "1 qid:1 1:1\n0 qid:1 1:nan\n")
-    with pytest.raises(ValueError, match=r"nan\.txt, line 2: .*NaN or infinite"):
+def test_load_svmlight_infinite_feature_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "inf.txt", "1 qid:1 1:1\n0 qid:1 1:nan\n0 qid:1 1:-inf\n")
+    with pytest.raises(ValueError, match=r"inf\.txt, line 3: a feature value is infinite"):
         load_svmlight(path)
 
 
@@ -321,7 +324,9 @@ def test_load_lightgbm_uses_group_file(tmp_path: Path) -> None:
     ds = load_lightgbm(path)
     np.testing.assert_array_equal(ds.lengths, [2, 1])
     np.testing.assert_array_equal(ds.qids, [0, 0, 1])
-    np.testing.assert_allclose(ds.features, [[1, 0, 3], [0, 1, 0], [0, 0, 2]])
+    nan = np.nan  # absent features are missing
+    np.testing.assert_allclose(ds.features, [[1, nan, 3], [nan, 1, nan], [nan, nan, 2]])
+    np.testing.assert_allclose(load_lightgbm(path, absent="zero").features, [[1, 0, 3], [0, 1, 0], [0, 0, 2]])
     groups = write(tmp_path, "other.groups", "1\n2\n")
     np.testing.assert_array_equal(load_lightgbm(path, groups).lengths, [1, 2])
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 # Uneven split on purpose: 16 sessions per global batch are dealt to 2 ranks, and the last batch of an
 # epoch holds fewer; the L2 penalty checks that it is added exactly once.
-ARGS = ["--epochs", "2", "--batch-size", "16", "--l2", "1e-3", "--patience", "0", "--no-progress"]
+ARGS = ["--model", "linear", "--epochs", "2", "--batch-size", "16", "--l2", "1e-3", "--patience", "0", "--no-progress"]
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 

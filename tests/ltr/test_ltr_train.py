@@ -136,7 +136,7 @@ def test_resume_can_extend_epochs(toy, tmp_path: Path) -> None:
 
 def test_resume_rejects_other_config_or_data(toy, tmp_path: Path) -> None:
     run(TrainConfig(epochs=1), toy, tmp_path / "r")
-    with pytest.raises(ValueError, match=r"config differs in lr: 0\.01 -> 0\.5"):
+    with pytest.raises(ValueError, match=r"config differs in lr: 0\.001 -> 0\.5"):
         run(TrainConfig(epochs=2, lr=0.5), toy, tmp_path / "r", resume=True)
     other = make_toy_dataset(n_queries=150, docs_per_query=12, n_features=8, seed=2)
     with pytest.raises(ValueError, match="the training data differs"):
@@ -183,7 +183,9 @@ def test_progress_bar_runs(toy, tmp_path: Path, capsys) -> None:
 
 
 def test_losses_are_the_nn_functional_ones_and_can_be_replaced(toy, tmp_path: Path) -> None:
-    assert set(LOSS_FUNCTIONS) == set(LOSSES) == {"pairwise_logistic", "pairwise_hinge", "margin_ranking"}
+    assert set(LOSS_FUNCTIONS) == set(LOSSES) == {"pairwise_logistic", "pairwise_hinge", "margin_ranking",
+                                                  "lambdarank"}
+    assert LOSS_FUNCTIONS["lambdarank"] is PF.lambdarank_loss
     assert LOSS_FUNCTIONS["pairwise_logistic"] is PF.pairwise_logistic_loss
     assert LOSS_FUNCTIONS["pairwise_hinge"] is PF.pairwise_hinge_loss
     assert LOSS_FUNCTIONS["margin_ranking"] is PF.margin_ranking_loss
@@ -194,7 +196,8 @@ def test_losses_are_the_nn_functional_ones_and_can_be_replaced(toy, tmp_path: Pa
         return ranknet_standin(*args, **kwargs)
 
     train_data, valid_data, _ = toy
-    train(TrainConfig(epochs=1), train_data, valid_data, tmp_path / "own", progress=False, loss_fn=logistic)
+    train(TrainConfig(loss="pairwise_logistic", epochs=1), train_data, valid_data, tmp_path / "own", progress=False,
+          loss_fn=logistic)
     assert calls and calls[0] == {"reduction": "mean"}
 
 

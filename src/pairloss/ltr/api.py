@@ -28,7 +28,7 @@ from pairloss.onnx import export_scorer
 from .callbacks import TestMetrics
 from .checkpoint import load_model, read_checkpoint, read_epoch, stored_config
 from .config import TrainConfig
-from .data import RankingDataset, load
+from .data import RankingDataset, fold_files, load
 from .distributed import SingleProcess, join_from_env
 from .metrics import evaluate
 from .models import Scorer, score_items
@@ -120,9 +120,10 @@ def load_splits(data: PathLike | None = None, valid: PathLike | None = None, tes
                 valid_fraction: float = 0.1, split_seed: int = 0) -> Splits:
     """Loads training, validation and test data the way ``pairloss train`` does.
 
-    ``data`` is an SVMlight/LETOR file, a LightGBM file with ``<file>.query`` beside it, or a LETOR ``Fold``
-    directory (its ``vali.txt`` / ``test.txt`` are used unless ``valid`` / ``test`` are given); ``None``: the
-    built-in synthetic data (:func:`pairloss.ltr.make_toy_dataset`). Without validation data,
+    ``data`` is an SVMlight/LETOR file, a LightGBM file with ``<file>.query`` beside it, or a fold directory
+    (a LETOR ``Fold``, or a LightGBM example directory with ``<name>.train`` / ``<name>.test``; see
+    :func:`pairloss.ltr.data.fold_files`; its vali / test files are used unless ``valid`` / ``test`` are
+    given); ``None``: the built-in synthetic data (:func:`pairloss.ltr.make_toy_dataset`). Without validation data,
     ``valid_fraction`` of the training sessions are held out (seeded by ``split_seed``); 0 holds out none.
     Validation and test files must have the training data's feature count.
     """
@@ -136,12 +137,12 @@ def load_splits(data: PathLike | None = None, valid: PathLike | None = None, tes
         with _about("data"):
             loaded = load(data)
         fold = loaded if isinstance(loaded, dict) else {"train": loaded}
+        files = fold_files(data) if isinstance(loaded, dict) else {"train": Path(data)}
         train_data = fold["train"]
-        base = Path(data) if isinstance(loaded, dict) else None
-        sources = {"train": str(base / "train.txt") if base else str(data)}
+        sources = {"train": str(files["train"])}
         for role, name in (("valid", "vali"), ("test", "test")):
-            if name in fold and base is not None:
-                parts[role], sources[role] = fold[name], str(base / f"{name}.txt")
+            if name in fold:
+                parts[role], sources[role] = fold[name], str(files[name])
     width = f"the training data ({sources['train']}) has"
     for role, path in (("valid", valid), ("test", test)):
         if path is not None:

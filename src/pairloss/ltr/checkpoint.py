@@ -41,8 +41,11 @@ __all__ = [
     "write_json",
 ]
 
-#: Version of the checkpoint layout.
-FORMAT = 2
+#: Version of the checkpoint layout. Format 3 added the scorer's missing-value buffers and the
+#: preprocessing fields of the config; format 2 files still load as models (see :func:`stored_config`).
+FORMAT = 3
+# What a format-2 run did, whatever today's defaults are: no transform, no indicators, no noise.
+_FORMAT_2_FIELDS = {"transform": "none", "missing_indicators": False, "missing_fill": "mean", "input_noise": 0.0}
 _CHECKPOINT_KEYS = ("format", "epoch", "config", "model_state", "optimizer_state", "best_state", "best_epoch",
                     "best_metric", "bad_epochs", "history", "train_fingerprint", "run")
 
@@ -120,9 +123,13 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def stored_config(state: Mapping[str, Any], path: Path) -> TrainConfig:
-    """The :class:`TrainConfig` a checkpoint was written with (fields it lacks take their defaults)."""
+    """The :class:`TrainConfig` a checkpoint was written with (fields it lacks take their defaults).
+
+    A format-2 checkpoint predates the preprocessing fields: it gets the values its run used.
+    """
+    legacy = _FORMAT_2_FIELDS if state.get("format", FORMAT) == 2 else {}
     try:
-        return TrainConfig.from_dict(state["config"])
+        return TrainConfig.from_dict({**legacy, **state["config"]})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} holds an invalid training config: {exc}") from None
 
@@ -162,7 +169,10 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     try:
         n_features = int(state["model_state"]["standardizer.mean"].shape[0])
         model = make_model(config.model, n_features, **config.model_kwargs())
-        model.load_state_dict(state["model_state"])
+        # format 2 had no missing-value buffers: its files were read with absent features as 0
+        model_state = {"missing.fill": torch.zeros(n_features), "missing.seen": torch.zeros(n_features),
+                       **state["model_state"]}
+        model.load_state_dict(model_state)
         bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
         if bad:
             raise ValueError(f"it holds NaN or infinite weights in {', '.join(bad)}")

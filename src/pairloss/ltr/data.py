@@ -17,16 +17,23 @@ Feature indices are **zero-based by default** (index ``i`` is column ``i``, as i
 makes the column mapping a property of the format rather than of the file's content: scikit-learn's
 ``"auto"`` mode shifts columns by one when a file happens not to use index 0, which silently
 misaligns a test file whose sparse rows never mention feature 0 with a training file that does.
-One-based LETOR files therefore get an all-zero column 0; pass ``zero_based=False`` to drop it.
+One-based LETOR files therefore get an unused column 0; pass ``zero_based=False`` to drop it.
+
+**Missing values.** A feature written as ``NULL`` (LETOR 4.0's rank-aggregation sets) or ``nan``, and a
+feature a line does not mention, loads as ``NaN``: *missing*, not zero (``absent="zero"`` reads absent
+features as 0, LightGBM's default). The scorers of :mod:`pairloss.ltr.models` fill missing values and can
+add missing-indicator features, both fitted on the training data. Infinite values are still an error.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import os
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +46,8 @@ from .batching import plan_batches
 
 __all__ = [
     "RankingDataset",
+    "concatenate",
+    "fold_files",
     "load",
     "load_fold",
     "load_lightgbm",
@@ -47,10 +56,14 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 ZeroBased = bool | Literal["auto"]
+Absent = Literal["missing", "zero"]
 
 # sklearn's parser stores feature indices in a C int; larger indices overflow instead of failing cleanly.
 _MAX_FEATURE_INDEX = 2**31 - 1
 _FOLD_FILES = ("train", "vali", "test")
+# LETOR 4.0 writes a missing value as the literal NULL; sklearn's parser reads nan, not NULL.
+_NULL_VALUE = re.compile(rb":(?:NULL|null)(?=\s|$)")
+_MISSING_TOKENS = (b"NULL", b"null")
 
 
 def _py(value: object) -> object:
@@ -96,7 +109,8 @@ class RankingDataset:
             session has at least one item.
 
     Arrays are converted on construction (float32 / int64, C-contiguous) and validated: shapes must
-    agree, values must be finite, and ``qids`` must not change inside a session. The class is frozen
+    agree, labels must be finite, features finite or ``NaN`` (a missing value), and ``qids`` must not
+    change inside a session. The class is frozen
     so that cached derived arrays (:attr:`session_offsets`, :attr:`session_ids`) stay valid; do not
     mutate the arrays in place.
     """
@@ -140,9 +154,9 @@ class RankingDataset:
         total = sum(lengths.tolist())
         if total != n_items:
             raise ValueError(f"lengths must sum to the number of items {n_items}; they sum to {total}")
-        if not np.isfinite(features).all():
-            row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-            raise ValueError(f"features must be finite; row {row} contains NaN or inf")
+        if np.isinf(features).any():
+            row = int(np.flatnonzero(np.isinf(features).any(axis=1))[0])
+            raise ValueError(f"features must be finite or NaN (missing); row {row} contains inf")
         if not np.isfinite(labels).all():
             row = int(np.flatnonzero(~np.isfinite(labels))[0])
             raise ValueError(f"labels must be finite; item {row} is {labels[row]}")
@@ -347,6 +361,23 @@ class RankingDataset:
         return self._take_sessions(np.arange(int(rank), n, world_size_i, dtype=np.int64))
 
 
+def concatenate(parts: Sequence[RankingDataset]) -> RankingDataset:
+    """The sessions of ``parts``, one data set after the other (e.g. LETOR partitions S1, S2, S3).
+
+    Raises:
+        ValueError: If ``parts`` is empty or the parts have different feature counts.
+    """
+    if not parts or not all(isinstance(p, RankingDataset) for p in parts):
+        raise ValueError(f"parts must be a non-empty sequence of RankingDataset; got {parts!r}")
+    widths = sorted({p.n_features for p in parts})
+    if len(widths) > 1:
+        raise ValueError(f"parts must have one feature count; got {widths}")
+    return RankingDataset._trusted(
+        np.concatenate([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.qids for p in parts]), np.concatenate([p.lengths for p in parts]),
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # File loading
 
@@ -448,7 +479,8 @@ def _line_problem(parts: list[bytes], zero_based: ZeroBased) -> str | None:
         if idx <= prev:
             return f"feature indices must be strictly increasing; {idx} follows {prev}"
         try:
-            float(pieces[1])
+            if pieces[1] not in _MISSING_TOKENS:
+                float(pieces[1])
         except ValueError:
             return f"feature value in {_show(token)} is not a number"
         prev = idx
@@ -459,7 +491,11 @@ def _sklearn_load(path: Path, zero_based: ZeroBased) -> tuple[object, np.ndarray
     from sklearn.datasets import load_svmlight_file
 
     try:
-        X, y, qid = load_svmlight_file(str(path), dtype=np.float32, zero_based=zero_based, query_id=True)
+        with _open_binary(path) as f:
+            raw = f.read()
+        if b"NULL" in raw or b"null" in raw:
+            raw = _NULL_VALUE.sub(b":nan", raw)
+        X, y, qid = load_svmlight_file(io.BytesIO(raw), dtype=np.float32, zero_based=zero_based, query_id=True)
     except (EOFError, OSError, zlib.error) as exc:
         # gzip/bz2 streams that end early or are not compressed at all; click would print "Aborted!".
         raise ValueError(f"{path}: the compressed file is truncated or damaged ({exc})") from None
@@ -479,7 +515,7 @@ def _sklearn_load(path: Path, zero_based: ZeroBased) -> tuple[object, np.ndarray
 MAX_DENSE_BYTES = 4 * 2**30
 
 
-def _to_dense(X: object, path: Path, n_features: int | None) -> np.ndarray:
+def _to_dense(X: object, path: Path, n_features: int | None, absent: Absent) -> np.ndarray:
     n_rows, n_cols = X.shape  # type: ignore[attr-defined]
     if n_features is not None and n_cols != n_features:
         raise ValueError(
@@ -494,14 +530,27 @@ def _to_dense(X: object, path: Path, n_features: int | None) -> np.ndarray:
             f"{n_rows} x {n_cols} float32 feature matrix of {needed / 2**30:.1f} GiB, over the loader's limit of "
             f"{MAX_DENSE_BYTES / 2**30:.0f} GiB; renumber the features densely"
         )
-    return X.toarray()  # type: ignore[attr-defined,no-any-return]
+    if absent == "zero":
+        return X.toarray()  # type: ignore[attr-defined,no-any-return]
+    # Every feature a line mentions is a stored entry (explicit zeros included), so what is not stored
+    # was absent from the line: missing.
+    dense = np.full((n_rows, n_cols), np.nan, dtype=np.float32)
+    indptr = X.indptr  # type: ignore[attr-defined]
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(indptr))
+    dense[rows, X.indices] = X.data  # type: ignore[attr-defined]
+    return dense
 
 
 def _check_finite(path: Path, features: np.ndarray, labels: np.ndarray) -> None:
-    bad_rows = ~np.isfinite(labels) | ~np.isfinite(features).all(axis=1)
+    bad_labels = ~np.isfinite(labels)
+    if bad_labels.any():
+        row = int(np.flatnonzero(bad_labels)[0])
+        raise ValueError(f"{path}, line {_line_of_row(path, row)}: label is NaN or infinite")
+    bad_rows = np.isinf(features).any(axis=1)
     if bad_rows.any():
         row = int(np.flatnonzero(bad_rows)[0])
-        raise ValueError(f"{path}, line {_line_of_row(path, row)}: label or feature value is NaN or infinite")
+        raise ValueError(f"{path}, line {_line_of_row(path, row)}: a feature value is infinite (a missing value is "
+                         "written NULL or nan, or left out)")
 
 
 def _as_path(name: str, value: object) -> Path:
@@ -517,6 +566,12 @@ def _check_file(path: Path) -> None:
         raise ValueError(f"{path} is not a file")
 
 
+def _check_absent(absent: object) -> Absent:
+    if absent in ("missing", "zero"):
+        return absent  # type: ignore[return-value]
+    raise ValueError(f"absent must be 'missing' or 'zero'; got {absent!r}")
+
+
 def _check_zero_based(zero_based: object) -> ZeroBased:
     if zero_based is True or zero_based is False or zero_based == "auto":
         return zero_based  # type: ignore[return-value]
@@ -529,6 +584,7 @@ def load_svmlight(
     *,
     zero_based: ZeroBased = True,
     noncontiguous_qids: Literal["error", "group"] = "error",
+    absent: Absent = "missing",
 ) -> RankingDataset:
     """Loads an SVMlight / LETOR ranking file with a ``qid:`` on every line.
 
@@ -545,6 +601,8 @@ def load_svmlight(
         noncontiguous_qids: What to do when a qid occurs in two separate blocks of lines:
             ``"error"`` (default; such files usually come from a bad concatenation or sort), or
             ``"group"`` to move all items of a qid to where it first appears (stable otherwise).
+        absent: A feature a line leaves out is ``"missing"`` (``NaN``, default, like ``NULL`` and ``nan``)
+            or ``"zero"`` (SVMlight's sparse reading).
 
     Returns:
         The data set; ``qids`` holds the file's integer qids.
@@ -562,6 +620,7 @@ def load_svmlight(
     zb = _check_zero_based(zero_based)
     if noncontiguous_qids not in ("error", "group"):
         raise ValueError(f"noncontiguous_qids must be 'error' or 'group'; got {noncontiguous_qids!r}")
+    missing = _check_absent(absent)
     X, y, qid = _sklearn_load(p, zb)
     n_rows = y.shape[0]
     if n_rows == 0:
@@ -577,7 +636,7 @@ def load_svmlight(
                 )
                 raise ValueError(f"{p}, line {lineno}: missing 'qid:<integer>' after the label{hint}")
         raise AssertionError("unreachable: a row without qid must exist")  # pragma: no cover
-    features = _to_dense(X, p, n_features)
+    features = _to_dense(X, p, n_features, missing)
     labels = y.astype(np.float32)
     _check_finite(p, features, labels)
     starts, _ = _runs(qid)
@@ -633,6 +692,7 @@ def load_lightgbm(
     n_features: int | None = None,
     *,
     zero_based: ZeroBased = True,
+    absent: Absent = "missing",
 ) -> RankingDataset:
     """Loads a LightGBM-style ranking file: SVMlight rows plus a group-size side file.
 
@@ -643,6 +703,7 @@ def load_lightgbm(
             ``<path>.query``.
         n_features: As in :func:`load_svmlight`.
         zero_based: As in :func:`load_svmlight`.
+        absent: As in :func:`load_svmlight`.
 
     Returns:
         The data set; ``qids`` are the session numbers ``0..S-1``.
@@ -658,28 +719,57 @@ def load_lightgbm(
     _check_file(q)
     n_features = _check_positive_int("n_features", n_features, allow_none=True)
     zb = _check_zero_based(zero_based)
+    missing = _check_absent(absent)
     X, y, _ = _sklearn_load(p, zb)
     n_rows = y.shape[0]
     if n_rows == 0:
         raise ValueError(f"{p}: file has no data rows (it is empty or holds only comments/blank lines)")
     sizes = _read_group_sizes(q, p, n_rows)
-    features = _to_dense(X, p, n_features)
+    features = _to_dense(X, p, n_features, missing)
     labels = y.astype(np.float32)
     _check_finite(p, features, labels)
     qids = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
     return RankingDataset(features, labels, qids, sizes)
 
 
-def _load_file(path: Path, n_features: int | None, zero_based: ZeroBased) -> RankingDataset:
+def _load_file(path: Path, n_features: int | None, zero_based: ZeroBased, absent: Absent) -> RankingDataset:
     if Path(str(path) + ".query").is_file():
-        return load_lightgbm(path, n_features=n_features, zero_based=zero_based)
-    return load_svmlight(path, n_features, zero_based=zero_based)
+        return load_lightgbm(path, n_features=n_features, zero_based=zero_based, absent=absent)
+    return load_svmlight(path, n_features, zero_based=zero_based, absent=absent)
+
+
+def fold_files(directory: PathLike) -> dict[str, Path]:
+    """The files of a fold directory: ``{"train": ..., "vali": ..., "test": ...}``, those that exist.
+
+    A LETOR ``Fold`` holds ``train.txt`` / ``vali.txt`` / ``test.txt``; a LightGBM example directory holds
+    ``<name>.train`` / ``<name>.vali`` / ``<name>.test`` (e.g. ``rank.train`` and ``rank.test``, with their
+    ``.query`` files).
+
+    Raises:
+        FileNotFoundError: If ``directory`` is not a directory or holds no training file (or several
+            ``*.train``).
+    """
+    d = _as_path("directory", directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"no such directory: {d}")
+    if (d / "train.txt").is_file():
+        candidates = {name: d / f"{name}.txt" for name in _FOLD_FILES}
+    else:
+        trains = sorted(p for p in d.glob("*.train") if p.is_file())
+        if len(trains) != 1:
+            present = sorted(p.name for p in d.iterdir())[:20]
+            raise FileNotFoundError(
+                f"{d} is not a LETOR fold: expected train.txt (and optionally vali.txt, test.txt) or one "
+                f"<name>.train (and optionally <name>.vali, <name>.test); found {present}"
+            )
+        candidates = {name: trains[0].with_suffix(f".{name}") for name in _FOLD_FILES}
+    return {name: path for name, path in candidates.items() if path.is_file()}
 
 
 def load_fold(
-    directory: PathLike, n_features: int | None = None, *, zero_based: ZeroBased = True
+    directory: PathLike, n_features: int | None = None, *, zero_based: ZeroBased = True, absent: Absent = "missing"
 ) -> dict[str, RankingDataset]:
-    """Loads a LETOR ``Fold`` directory: ``train.txt`` and, if present, ``vali.txt`` / ``test.txt``.
+    """Loads a fold directory (see :func:`fold_files`): its training file and, if present, vali / test.
 
     Each file is read like :func:`load` reads a file. ``vali`` and ``test`` are loaded with the
     training set's ``n_features`` so all parts share one column layout.
@@ -688,39 +778,31 @@ def load_fold(
         directory: The fold directory.
         n_features: Column count for the training file (``None``: the file's own).
         zero_based: As in :func:`load_svmlight`.
+        absent: As in :func:`load_svmlight`.
 
     Returns:
         ``{"train": ..., "vali": ..., "test": ...}`` with the parts that exist.
 
     Raises:
-        FileNotFoundError: If ``directory`` has no ``train.txt``.
-        ValueError: If ``vali.txt`` or ``test.txt`` does not have as many feature columns as ``train.txt``.
+        FileNotFoundError: If ``directory`` has no training file.
+        ValueError: If the vali or test file does not have as many feature columns as the training file.
     """
-    d = _as_path("directory", directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"no such directory: {d}")
-    train_file = d / "train.txt"
-    if not train_file.is_file():
-        present = sorted(p.name for p in d.iterdir())[:20]
-        raise FileNotFoundError(
-            f"{d} is not a LETOR fold: expected train.txt (and optionally vali.txt, test.txt); found {present}"
-        )
+    files = fold_files(directory)
     n_features = _check_positive_int("n_features", n_features, allow_none=True)
-    zb = _check_zero_based(zero_based)
-    parts = {"train": _load_file(train_file, n_features, zb)}
+    zb, missing = _check_zero_based(zero_based), _check_absent(absent)
+    parts = {"train": _load_file(files["train"], n_features, zb, missing)}
     for name in _FOLD_FILES[1:]:
-        f = d / f"{name}.txt"
-        if f.is_file():
-            parts[name] = _load_file(f, parts["train"].n_features, zb)
+        if name in files:
+            parts[name] = _load_file(files[name], parts["train"].n_features, zb, missing)
     return parts
 
 
 def load(
-    path: PathLike, n_features: int | None = None, *, zero_based: ZeroBased = True
+    path: PathLike, n_features: int | None = None, *, zero_based: ZeroBased = True, absent: Absent = "missing"
 ) -> RankingDataset | dict[str, RankingDataset]:
     """Loads ranking data, choosing the format from what is on disk.
 
-    * a directory: a LETOR fold, see :func:`load_fold` (returns a dict);
+    * a directory: a fold, see :func:`load_fold` (returns a dict);
     * a file with a ``<path>.query`` next to it: :func:`load_lightgbm`;
     * any other file: :func:`load_svmlight` (``qid:`` required).
 
@@ -729,13 +811,14 @@ def load(
         n_features: The column count the file must have (see :func:`load_svmlight`); pass
             ``train.n_features`` when loading a test file.
         zero_based: As in :func:`load_svmlight`.
+        absent: As in :func:`load_svmlight`.
 
     Returns:
         A :class:`RankingDataset` for a file, ``dict[str, RankingDataset]`` for a directory.
     """
     p = _as_path("path", path)
     if p.is_dir():
-        return load_fold(p, n_features, zero_based=zero_based)
+        return load_fold(p, n_features, zero_based=zero_based, absent=absent)
     _check_file(p)
     n_features = _check_positive_int("n_features", n_features, allow_none=True)
-    return _load_file(p, n_features, _check_zero_based(zero_based))
+    return _load_file(p, n_features, _check_zero_based(zero_based), _check_absent(absent))

@@ -1,8 +1,19 @@
 """Torch scorers mapping item features ``(N, F)`` to ranking scores ``(N,)``.
 
-Every scorer carries a :class:`Standardizer` whose mean and standard deviation are *buffers*: they
-are fitted once on the training features, then travel with ``state_dict()`` so a checkpoint scores
-new data exactly like the model that was trained, without the training set at hand.
+Every scorer preprocesses its raw features inside ``forward``, in this order:
+
+1. a fixed elementwise transform (:data:`TRANSFORMS`: ``"none"``, or ``"log1p"``, the signed
+   ``sign(x) log(1 + |x|)`` that tames heavy-tailed LETOR features such as counts, lengths and ranks);
+2. missing values (``NaN``) replaced by a fill value per feature, :class:`MissingValues`;
+3. a :class:`Standardizer`;
+4. during training only, Gaussian input noise (``input_noise`` times a standard normal; DASALC's
+   augmentation, Qin et al. 2021);
+5. with ``missing_indicators``, one 0/1 input per feature that says it was missing (only for features
+   that were missing somewhere in the training data: the others keep a zero input).
+
+The fill values, means and standard deviations are *buffers*: they are fitted once on the training
+features (:meth:`Scorer.fit_preprocessing`), then travel with ``state_dict()``, so a checkpoint, and the
+ONNX export, score new data exactly like the model that was trained, without the training set at hand.
 """
 
 from __future__ import annotations
@@ -15,7 +26,14 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "LinearScorer", "MLPScorer", "Scorer", "Standardizer", "make_model", "score_items"]
+__all__ = ["FILLS", "MODELS", "TRANSFORMS", "LinearScorer", "MLPScorer", "MissingValues", "Scorer", "Standardizer",
+           "make_model", "score_items", "signed_log1p"]
+
+#: Feature transforms a scorer applies before everything else (see the module docstring).
+TRANSFORMS: tuple[str, ...] = ("none", "log1p")
+#: Where :class:`MissingValues` puts a missing value: at the mean of the feature's present training values,
+#: one standard deviation above their maximum, or one below their minimum (a feature never present: 0).
+FILLS: tuple[str, ...] = ("mean", "max", "min")
 
 # Items scored per forward pass by score_items: bounds memory on large data sets.
 _SCORE_CHUNK = 65536
@@ -65,6 +83,8 @@ class Standardizer(nn.Module):
             x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features or x.shape[0] < 1:
             raise ValueError(f"features must have shape (n_items >= 1, {self.n_features}); got {tuple(x.shape)}")
+        if np.isnan(x).any():
+            raise ValueError("features must not hold NaN here: fill missing values first (see MissingValues)")
         # float64 accumulation: float32 sums over millions of rows lose the digits that matter for std.
         mean = x.mean(axis=0)
         std = x.std(axis=0)
@@ -82,34 +102,150 @@ class Standardizer(nn.Module):
         return f"n_features={self.n_features}"
 
 
-class Scorer(nn.Module):
-    """Base class: standardise, then score each item independently.
+def signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log(1 + |x|)``: the identity near 0, logarithmic in the tails, odd, monotone."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
 
-    Subclasses implement :meth:`score_standardized`.
+
+def _as_float64(features: npt.ArrayLike | torch.Tensor, n_features: int) -> np.ndarray:
+    if isinstance(features, torch.Tensor):
+        x = features.detach().cpu().double().numpy()
+    else:
+        x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_features or x.shape[0] < 1:
+        raise ValueError(f"features must have shape (n_items >= 1, {n_features}); got {tuple(x.shape)}")
+    return x
+
+
+class MissingValues(nn.Module):
+    """Replaces ``NaN`` by a per-feature fill value; says which features were missing in training.
+
+    The fill value of a feature comes from its present training values (0 for a feature never present):
+    their mean (``"mean"``: a missing value sits at the centre and a missing indicator carries the
+    information), or one standard deviation beyond their maximum (``"max"``) or minimum (``"min"``): a
+    missing value is then an extreme one, e.g. "not ranked at all" for a feature that is a rank, as in
+    LETOR 4.0's rank-aggregation sets.
+
+    Args:
+        n_features: Number of features.
+        fill: One of :data:`FILLS`.
+    """
+
+    fill: torch.Tensor
+    seen: torch.Tensor
+
+    def __init__(self, n_features: int, fill: str = "mean") -> None:
+        super().__init__()
+        self.n_features = _check_n_features(n_features)
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {', '.join(FILLS)}; got {fill!r}")
+        self.fill_rule = fill
+        self.register_buffer("fill", torch.zeros(self.n_features))
+        self.register_buffer("seen", torch.zeros(self.n_features))
+
+    def fit(self, features: npt.ArrayLike | torch.Tensor) -> MissingValues:
+        """Sets ``fill`` and ``seen`` (1 where a feature is missing somewhere) from training features."""
+        x = _as_float64(features, self.n_features)
+        missing = np.isnan(x)
+        present = (~missing).any(axis=0)
+        fill = np.zeros(self.n_features)
+        if present.any():
+            values = x[:, present]
+            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            fill[present] = {"mean": lambda: mean, "max": lambda: np.nanmax(values, axis=0) + std,
+                             "min": lambda: np.nanmin(values, axis=0) - std}[self.fill_rule]()
+        with torch.no_grad():
+            self.fill.copy_(torch.from_numpy(fill))
+            self.seen.copy_(torch.from_numpy(missing.any(axis=0).astype(np.float64)))
+        return self
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(filled features, indicators)``; an indicator is 1 where a feature seen missing is missing."""
+        missing = torch.isnan(features)
+        return torch.where(missing, self.fill, features), missing.to(features.dtype) * self.seen
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}, fill={self.fill_rule!r}"
+
+
+def _check_options(transform: object, missing_indicators: object, input_noise: object) -> None:
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
+    if not isinstance(missing_indicators, bool):
+        raise TypeError(f"missing_indicators must be a bool; got {missing_indicators!r}")
+    if (not isinstance(input_noise, int | float) or isinstance(input_noise, bool) or not np.isfinite(input_noise)
+            or input_noise < 0):
+        raise ValueError(f"input_noise must be a finite number >= 0; got {input_noise!r}")
+
+
+class Scorer(nn.Module):
+    """Base class: preprocess (see the module docstring), then score each item independently.
+
+    Subclasses implement :meth:`score_standardized` on :attr:`n_inputs` preprocessed inputs.
 
     Args:
         n_features: Number of input features.
+        transform: One of :data:`TRANSFORMS`.
+        missing_indicators: Add a missing indicator per feature to the inputs.
+        missing_fill: Fill rule of missing values, one of :data:`FILLS`.
+        input_noise: Standard deviation of the Gaussian noise added to the standardised features in
+            training mode (0: none).
     """
 
-    def __init__(self, n_features: int) -> None:
+    def __init__(self, n_features: int, *, transform: str = "none", missing_indicators: bool = False,
+                 missing_fill: str = "mean", input_noise: float = 0.0) -> None:
         super().__init__()
         self.n_features = _check_n_features(n_features)
+        _check_options(transform, missing_indicators, input_noise)
+        self.transform, self.missing_indicators, self.input_noise = transform, missing_indicators, float(input_noise)
+        self.missing = MissingValues(self.n_features, missing_fill)
         self.standardizer = Standardizer(self.n_features)
 
-    def fit_standardizer(self, features: npt.ArrayLike | torch.Tensor) -> Scorer:
-        """Fits the input standardiser on training features; returns ``self``."""
-        self.standardizer.fit(features)
+    @property
+    def n_inputs(self) -> int:
+        """Width of the preprocessed input: the features, plus their missing indicators if on."""
+        return self.n_features * (2 if self.missing_indicators else 1)
+
+    def _transformed(self, features: torch.Tensor) -> torch.Tensor:
+        return signed_log1p(features) if self.transform == "log1p" else features
+
+    @torch.no_grad()
+    def fit_preprocessing(self, features: npt.ArrayLike | torch.Tensor, *, standardize: bool = True) -> Scorer:
+        """Fits the fill values and (with ``standardize``) the standardiser on training features; returns ``self``.
+
+        Args:
+            features: ``(N, F)`` raw training features (``NaN`` = missing), ``N >= 1``.
+            standardize: Fit the standardiser (else it stays the identity).
+        """
+        x = torch.from_numpy(_as_float64(features, self.n_features))
+        x = self._transformed(x)
+        self.missing.fit(x)
+        if standardize:
+            self.standardizer.fit(torch.where(torch.isnan(x), self.missing.fill.double().cpu(), x))
         return self
 
+    def fit_standardizer(self, features: npt.ArrayLike | torch.Tensor) -> Scorer:
+        """Same as :meth:`fit_preprocessing` with ``standardize=True``."""
+        return self.fit_preprocessing(features)
+
+    def preprocess(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw ``(N, F)`` features -> the ``(N, n_inputs)`` inputs of :meth:`score_standardized`."""
+        x, indicators = self.missing(self._transformed(features))
+        x = self.standardizer(x)
+        if self.training and self.input_noise > 0:
+            x = x + self.input_noise * torch.randn_like(x)
+        return torch.cat([x, indicators], dim=1) if self.missing_indicators else x
+
     def score_standardized(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores standardised ``(N, F)`` features as ``(N,)``."""
+        """Scores preprocessed ``(N, n_inputs)`` inputs as ``(N,)``."""
         raise NotImplementedError
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, F)`` features as ``(N,)``.
 
         Args:
-            features: Floating tensor of shape ``(N, n_features)``; it is cast to the model's dtype.
+            features: Floating tensor of shape ``(N, n_features)``, ``NaN`` for a missing value; it is cast
+                to the model's dtype.
 
         Returns:
             Scores of shape ``(N,)``.
@@ -120,22 +256,22 @@ class Scorer(nn.Module):
             raise ValueError(f"features must have shape (N, {self.n_features}); got {tuple(features.shape)}")
         if not features.is_floating_point():
             raise TypeError(f"features must be a floating tensor; got dtype {features.dtype}")
-        x = features.to(self.standardizer.mean.dtype)
-        return self.score_standardized(self.standardizer(x))
+        return self.score_standardized(self.preprocess(features.to(self.standardizer.mean.dtype)))
 
 
 class LinearScorer(Scorer):
-    """Linear scorer ``w . standardize(x) + b``.
+    """Linear scorer ``w . preprocess(x) + b``.
 
     Args:
         n_features: Number of input features.
         bias: Learn a bias. Pairwise losses are shift-invariant, so it only matters for
             pointwise objectives; it is on by default so the same class serves both.
+        **options: ``transform``, ``missing_indicators``, ``missing_fill``, ``input_noise`` of :class:`Scorer`.
     """
 
-    def __init__(self, n_features: int, *, bias: bool = True) -> None:
-        super().__init__(n_features)
-        self.linear = nn.Linear(self.n_features, 1, bias=bias)
+    def __init__(self, n_features: int, *, bias: bool = True, **options: Any) -> None:
+        super().__init__(n_features, **options)
+        self.linear = nn.Linear(self.n_inputs, 1, bias=bias)
 
     def score_standardized(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x).squeeze(-1)
@@ -152,6 +288,7 @@ class MLPScorer(Scorer):
         hidden: Widths of the hidden layers (may be empty: then it is a linear scorer).
         dropout: Dropout probability after each hidden activation, in ``[0, 1)``.
         activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        **options: ``transform``, ``missing_indicators``, ``missing_fill``, ``input_noise`` of :class:`Scorer`.
     """
 
     def __init__(
@@ -160,8 +297,9 @@ class MLPScorer(Scorer):
         hidden: Sequence[int] = (64, 32),
         dropout: float = 0.0,
         activation: str = "relu",
+        **options: Any,
     ) -> None:
-        super().__init__(n_features)
+        super().__init__(n_features, **options)
         if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence):
             raise TypeError(f"hidden must be a sequence of ints; got {type(hidden).__name__} {hidden!r}")
         for width in hidden:
@@ -173,7 +311,7 @@ class MLPScorer(Scorer):
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}")
         self.hidden = tuple(int(w) for w in hidden)
         layers: list[nn.Module] = []
-        width_in = self.n_features
+        width_in = self.n_inputs
         for width in self.hidden:
             layers += [nn.Linear(width_in, width), _ACTIVATIONS[activation]()]
             if dropout > 0:

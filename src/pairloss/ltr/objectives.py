@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,13 +19,14 @@ import pairloss.nn.functional as PF
 from .config import LOSSES, TrainConfig
 from .data import RankingDataset
 
-__all__ = ["LOSS_FUNCTIONS", "Batch", "Objective", "make_objective", "penalty", "sample_pairs"]
+__all__ = ["LOSS_FUNCTIONS", "Batch", "Objective", "loss_options", "make_objective", "penalty", "sample_pairs"]
 
 #: The :mod:`pairloss.nn.functional` loss of each name in :data:`pairloss.ltr.config.LOSSES`.
 LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "pairwise_logistic": PF.pairwise_logistic_loss,
     "pairwise_hinge": PF.pairwise_hinge_loss,
     "margin_ranking": PF.margin_ranking_loss,
+    "lambdarank": PF.lambdarank_loss,
 }
 assert set(LOSS_FUNCTIONS) == set(LOSSES), "every configurable loss needs a function, and only those"
 
@@ -69,13 +71,22 @@ def sample_pairs(sessions: RankingDataset, max_pairs: int, rng: np.random.Genera
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
+def loss_options(config: TrainConfig) -> dict[str, Any]:
+    """The keyword options ``config`` gives its loss function."""
+    if config.loss == "pairwise_logistic":
+        return {}
+    if config.loss == "lambdarank":
+        return {"sigma": config.sigma, "topn": config.topn, "gain": config.gain}
+    return {"margin": config.margin}
+
+
 def make_objective(config: TrainConfig, loss_fn: Callable[..., torch.Tensor] | None = None) -> Objective:
     """The objective of ``config.loss`` (``loss_fn``, if given, replaces its function, same signature).
 
     Training batches hold only sessions with a pair, so the session losses' ``"mean"`` is over all of them.
     """
     fn = LOSS_FUNCTIONS[config.loss] if loss_fn is None else loss_fn
-    kwargs = {} if config.loss == "pairwise_logistic" else {"margin": config.margin}
+    kwargs = loss_options(config)
 
     def session_loss(scores: torch.Tensor, batch: Batch, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         if batch.sessions.n_sessions == 0:

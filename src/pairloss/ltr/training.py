@@ -143,8 +143,7 @@ def _initial_state(config: TrainConfig, train_data: RankingDataset, group: Singl
         raise ValueError("train_data has no session with two different labels; a pairwise loss has no pair")
     torch.manual_seed(config.seed)
     model = make_model(config.model, train_data.n_features, **config.model_kwargs())
-    if config.standardize:
-        model.fit_standardizer(train_data.features)
+    model.fit_preprocessing(train_data.features, standardize=config.standardize)
     model.to(group.device)
     optimizer: torch.optim.Optimizer = (
         torch.optim.Adam(model.parameters(), lr=config.lr) if config.optimizer == "adam"
