@@ -29,7 +29,7 @@ KILLS = 20
 BUDGET = "1000"  # epochs: never reached while killing
 # Imported once in the forkserver so that each child starts in well under a second: Adam's constructor
 # imports torch._dynamo and the curves callback matplotlib, seconds each on a busy machine.
-PRELOAD = ["pairloss.cli", "pairloss.ltr", "pairloss.nn", "torch._dynamo", "matplotlib.figure",
+PRELOAD = ["pairloss.cli", "pairloss.ltr", "pairloss.nn", "torch._dynamo", "sklearn.datasets", "matplotlib.figure",
            "matplotlib.backends.backend_agg"]
 
 

@@ -74,10 +74,8 @@ def test_negate_gradient_forward_is_a_copy_of_any_dtype() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.float32, np.float64])
-def test_parallel_kernel_on_large_arrays_matches_the_ufunc(dtype: type) -> None:
-    from pairloss.ops import negative as neg
-
-    n = neg._PARALLEL_MIN + 3  # above the cut-off: the Numba loop (when two threads are available)
+def test_large_arrays_in_place_and_overlapping_match_the_ufunc(dtype: type) -> None:
+    n = (1 << 18) + 3
     rng = np.random.default_rng(0)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,6 +47,7 @@ from pairloss.nn._validation import (
     check_same_device,
     check_scalar,
     check_tensor,
+    host_view,
     is_integer,
     scalar_tensor,
     value_checks_possible,
@@ -150,9 +152,14 @@ def _sessions(scores: object, labels: object, lengths: object, mask: object, pad
             # sync and break torch.compile(fullgraph=True). On the CPU (no sync) each size is bounded
             # first, so no sum can wrap around int64 on its way to a kernel
             if lens.device.type == "cpu" and value_checks_possible(lens) and lens.numel():
-                out_of_range = (lens < 0) | (lens > n)
-                if bool(out_of_range.any()):
-                    index = int(torch.nonzero(out_of_range)[0, 0])
+                host = host_view(lens)
+                if host is not None:
+                    bad_at = np.flatnonzero((host < 0) | (host > n))
+                    index = int(bad_at[0]) if bad_at.size else -1
+                else:
+                    out_of_range = (lens < 0) | (lens > n)
+                    index = int(torch.nonzero(out_of_range)[0, 0]) if bool(out_of_range.any()) else -1
+                if index >= 0:
                     msg = (f"lengths must be non-negative and at most N={n} (the number of scores); got "
                            f"{int(lens[index])} at index {index}")
                     raise ValueError(msg)
@@ -178,11 +185,23 @@ def _check_non_negative(labels: Tensor, valid: Tensor | None, pad_value: float |
     would silently count as a real label."""
     if not (labels.is_floating_point() or labels.dtype.is_signed):
         return
+    hint = ("declare padding with mask=... or padding_label=..." if pad_value is None and valid is None
+            else "only declared padding may be negative")
+    host_labels = host_view(labels)
+    host_valid = None if valid is None else host_view(valid)
+    if host_labels is not None and (valid is None or host_valid is not None):
+        bad_host = host_labels < 0
+        if host_valid is not None:
+            bad_host &= host_valid.astype(bool, copy=False)
+        if bad_host.any():
+            index = int(np.flatnonzero(bad_host)[0])
+            msg = (f"labels must be >= 0 (relevance grades); got {labels[index].item()} at flat index {index}; "
+                   f"{hint}")
+            raise ValueError(msg)
+        return
     bad = labels < 0
     if valid is not None:
         bad = bad & valid
-    hint = ("declare padding with mask=... or padding_label=..." if pad_value is None and valid is None
-            else "only declared padding may be negative")
     if not value_checks_possible(bad):
         if torch.compiler.is_compiling():
             torch._assert_async(~bad.any(), f"labels must be >= 0 (relevance grades); {hint}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, parallel_launch, tl, triton
+from pairloss._backends import HAS_TRITON, tl, triton
 from pairloss._checks import as_array
 from pairloss.registry import (
     GI,
@@ -86,32 +85,15 @@ def reference_negate_gradient(x: np.ndarray) -> np.ndarray:
 
 
 # ---- CPU kernels --------------------------------------------------------------------------------------
-# NumPy's ufunc runs on one thread; the op is memory-bound, and a parallel Numba loop on two threads
-# streams ~1.4x faster on large arrays (BENCHMARKS.md). Small arrays, unsigned and complex dtypes (NumPy's
-# wrap-around and complex negation are the definition), float16 (no Numba arithmetic), non-contiguous
-# layouts and partially overlapping outputs keep the ufunc, which handles each of them correctly.
-_PARALLEL_MIN = 1 << 18
-_NUMBA_DTYPES = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.float32, np.float64))
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _negative_loop(x, out):  # pragma: no cover - compiled
-    for i in numba.prange(x.size):
-        out[i] = -x[i]  # integer minimums wrap (two's complement), -(+0.0) is -0.0
-
-
+# NumPy's ufunc is the kernel: it is vectorised for every dtype and layout, handles overlapping outputs,
+# wrap-around and complex negation by definition, and is memory-bound. A two-thread Numba loop measured
+# 1.4-1.7x faster on an idle machine but 0.6-0.9x (median) on a loaded one (BENCHMARKS.md), and an op
+# that must never be slower than np.negative cannot gamble on idle cores.
 def negative_cpu(x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     x = _check_numeric(x, "Negative")
     if out is not None and (out.shape != x.shape or out.dtype != x.dtype):
         msg = f"Negative: out must have X's shape {x.shape} and dtype {x.dtype}; got {out.shape}, {out.dtype}"
         raise ValueError(msg)
-    numba_layout = (x.dtype in _NUMBA_DTYPES and x.flags.c_contiguous
-                    and (out is None or out is x or (out.flags.c_contiguous and not np.may_share_memory(x, out))))
-    with parallel_launch(x.size >= _PARALLEL_MIN and numba_layout) as parallel:
-        if parallel:
-            result = np.empty_like(x) if out is None else out
-            _negative_loop(x.reshape(-1), result.reshape(-1))
-            return result
     return np.negative(x, out=out)
 
 

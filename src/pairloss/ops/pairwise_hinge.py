@@ -560,7 +560,11 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     threads = numba.get_num_threads()
     small = (lens >= 2) & (lens <= SMALL_SESSION)
     chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
-    with parallel_launch(x.size >= _SERIAL_ITEMS) as parallel:
+    # threads need two pieces of work (chunks of small sessions, other sessions, or one session big enough
+    # to split): a lone mid-size session on a worker thread only adds the launch, a time slice when loaded
+    pieces = chunks.shape[0] + int(np.count_nonzero(~small & (lens >= 2)))
+    worthwhile = x.size >= _SERIAL_ITEMS and (pieces >= 2 or bool(np.any(lens >= _PARALLEL_MIN)))
+    with parallel_launch(worthwhile) as parallel:
         if chunks.shape[0]:
             pos = (np.arange(x.size) - np.repeat(offsets[:-1], lens)).astype(np.float64)
             acc, cnt = np.zeros(x.size), np.zeros(x.size)
