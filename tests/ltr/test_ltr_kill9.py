@@ -72,7 +72,7 @@ def test_kill9_resume_loop(tmp_path: Path) -> None:
     data = tmp_path / "train.svm"
     dump_svmlight_file(train.features, train.labels, str(data), zero_based=True, query_id=train.qids)
     common = ["train", "--data", str(data), "--patience", "0", "--model", "mlp", "--hidden", "16", "--dropout", "0.1",
-              "--no-progress"]
+              "--batch-size", "2", "--no-progress"]  # epochs of ~0.2 s: long against a loaded scheduler's slices
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
 
