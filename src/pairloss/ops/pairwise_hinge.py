@@ -537,6 +537,16 @@ _small_sessions_serial = serial_twin(_small_sessions)
 
 
 @numba.njit(cache=True, nogil=True)
+def _positions(offsets, out):  # pragma: no cover - compiled
+    # each item's place in its session, in one pass (arange - repeat(starts) - astype took three)
+    for s in range(offsets.size - 1):
+        start = offsets[s]
+        for k in range(start, offsets[s + 1]):
+            out[k] = k - start
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _session_totals(offsets, sessions, acc, cnt, pairs, sums):  # pragma: no cover - compiled
     for s in sessions:
         total = 0.0
@@ -566,7 +576,7 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     worthwhile = x.size >= _SERIAL_ITEMS and (pieces >= 2 or bool(np.any(lens >= _PARALLEL_MIN)))
     with parallel_launch(worthwhile) as parallel:
         if chunks.shape[0]:
-            pos = (np.arange(x.size) - np.repeat(offsets[:-1], lens)).astype(np.float64)
+            pos = _positions(offsets, np.empty(x.size))
             acc, cnt = np.zeros(x.size), np.zeros(x.size)
             (_small_sessions if parallel else _small_sessions_serial)(x, lab, pos, chunks, depth, margin, acc, cnt, d)
             _session_totals(offsets, np.flatnonzero(small), acc, cnt, pairs, sums)
