@@ -192,22 +192,19 @@ def _check_non_negative(labels: Tensor, valid: Tensor | None, pad_value: float |
     if host_labels is not None and (valid is None or host_valid is not None):
         bad_host = host_labels < 0
         if host_valid is not None:
-            bad_host &= host_valid.astype(bool, copy=False)
-        if bad_host.any():
-            index = int(np.flatnonzero(bad_host)[0])
-            msg = (f"labels must be >= 0 (relevance grades); got {labels[index].item()} at flat index {index}; "
-                   f"{hint}")
-            raise ValueError(msg)
-        return
-    bad = labels < 0
-    if valid is not None:
-        bad = bad & valid
-    if not value_checks_possible(bad):
-        if torch.compiler.is_compiling():
-            torch._assert_async(~bad.any(), f"labels must be >= 0 (relevance grades); {hint}")
-        return
-    if bool(bad.any()):
-        index = int(torch.nonzero(bad)[0, 0])
+            bad_host &= host_valid  # valid is a bool mask
+        found = np.flatnonzero(bad_host)
+        index = int(found[0]) if found.size else -1
+    else:
+        bad = labels < 0
+        if valid is not None:
+            bad = bad & valid
+        if not value_checks_possible(bad):
+            if torch.compiler.is_compiling():
+                torch._assert_async(~bad.any(), f"labels must be >= 0 (relevance grades); {hint}")
+            return
+        index = int(torch.nonzero(bad)[0, 0]) if bool(bad.any()) else -1
+    if index >= 0:
         msg = (f"labels must be >= 0 (relevance grades); got {labels[index].item()} at flat index {index}; "
                f"{hint}")
         raise ValueError(msg)
