@@ -572,8 +572,9 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
     # threads need two pieces of work (chunks of small sessions, other sessions, or one session big enough
     # to split): a lone mid-size session on a worker thread only adds the launch, a time slice when loaded
+    big = lens >= _PARALLEL_MIN
     pieces = chunks.shape[0] + int(np.count_nonzero(~small & (lens >= 2)))
-    worthwhile = x.size >= _SERIAL_ITEMS and (pieces >= 2 or bool(np.any(lens >= _PARALLEL_MIN)))
+    worthwhile = x.size >= _SERIAL_ITEMS and (pieces >= 2 or bool(big.any()))
     with parallel_launch(worthwhile) as parallel:
         if chunks.shape[0]:
             pos = _positions(offsets, np.empty(x.size))
@@ -581,7 +582,6 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
             (_small_sessions if parallel else _small_sessions_serial)(x, lab, pos, chunks, depth, margin, acc, cnt, d)
             _session_totals(offsets, np.flatnonzero(small), acc, cnt, pairs, sums)
         # a large session gets the threads to itself only when sessions alone cannot keep them busy
-        big = lens >= _PARALLEL_MIN
         if not parallel or big.sum() >= 2 * threads:
             big[:] = False
         for s in np.flatnonzero(big):
