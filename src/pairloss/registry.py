@@ -39,6 +39,7 @@ __all__ = [
     "GI",
     "GO",
     "Arg",
+    "FusedGradient",
     "I",
     "Input",
     "Net",
@@ -48,6 +49,7 @@ __all__ = [
     "Output",
     "all_schemas",
     "devices",
+    "fused_gradient",
     "get_gradient_defs",
     "gradient_op_names",
     "kernel",
@@ -57,6 +59,7 @@ __all__ = [
     "reference",
     "register_cpu_operator",
     "register_cuda_operator",
+    "register_fused_gradient",
     "register_gradient",
     "run",
     "schema",
@@ -395,6 +398,22 @@ _SCHEMAS: dict[str, OpSchema] = {}
 _KERNELS: dict[tuple[str, str], Callable[..., Any]] = {}
 _REFERENCES: dict[str, Callable[..., Any]] = {}
 _GRADIENTS: dict[str, GradientMaker] = {}
+_FUSED: dict[str, FusedGradient] = {}
+
+
+@dataclass(frozen=True)
+class FusedGradient:
+    """CPU kernels that let an autograd front end keep the gradient from the forward pass.
+
+    For an op with one output whose only differentiable input is X (input 0), ``forward(*inputs, **args)``
+    returns ``(Y, saved)``: the op's output and a float64 array of X's shape, computed in the same pass,
+    and ``backward(saved, Y_grad, *inputs)`` returns X_grad for any Y_grad from it, without a second
+    pass over the data. The gradient operators from the gradient maker stay the definition (and what
+    double backward differentiates); these kernels must agree with them to rounding.
+    """
+
+    forward: Callable[..., tuple[np.ndarray, np.ndarray]]
+    backward: Callable[..., np.ndarray]
 
 
 def _caller_location(depth: int = 2) -> str:
@@ -436,6 +455,22 @@ def register_cuda_operator(op: OpSchema | str, kernel_fn: Callable[..., Any] | N
 def register_gradient(op: OpSchema | str, maker: GradientMaker) -> None:
     """Register the gradient maker of ``op``: a function from the forward OperatorDef to gradient ops."""
     _GRADIENTS[_schema_of(op).name] = maker
+
+
+def register_fused_gradient(op: OpSchema | str, *, forward: Callable[..., tuple[np.ndarray, np.ndarray]],
+                            backward: Callable[..., np.ndarray]) -> None:
+    """Register the :class:`FusedGradient` kernels of ``op`` (it must have a gradient maker too)."""
+    s = _schema_of(op)
+    if len(s.outputs) != 1:
+        msg = f"{s.name}: a fused gradient needs an op with one output; it declares {len(s.outputs)}"
+        raise ValueError(msg)
+    _FUSED[s.name] = FusedGradient(forward, backward)
+
+
+def fused_gradient(name: str) -> FusedGradient | None:
+    """The :class:`FusedGradient` kernels of ``name``, or None when it has none."""
+    schema(name)
+    return _FUSED.get(name)
 
 
 def schema(name: str) -> OpSchema:

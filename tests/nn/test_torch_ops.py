@@ -233,3 +233,76 @@ def test_doctests_of_the_nn_package() -> None:
     for module in (pairloss.nn, pairloss.nn.functional, pairloss.nn.modules, _torch_ops):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, module.__name__
+
+
+# ---- fused gradient: the forward keeps the gradient, the backward is one pass --------------------------
+FUSED_OPS = [s.name for s in registry.all_schemas() if registry.fused_gradient(s.name) is not None]
+
+
+def _fused_case(name: str, dtype: torch.dtype, column: bool, seed: int, *, kinks: bool = True
+                ) -> tuple[torch.Tensor, ...]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice(np.array([0, 1, 2, 5, 40, 300]), size=5)
+    n = int(lengths.sum())
+    # on a grid of 1/4: ties and hinge kinks all over; else no kink within finite-difference reach
+    x = torch.from_numpy(rng.integers(-8, 9, n) / 4.0 if kinks else rng.standard_normal(n) * 3).to(dtype)
+    x = (x.reshape(-1, 1) if column else x).requires_grad_(True)
+    return x, torch.from_numpy(rng.integers(0, 4, n)), torch.from_numpy(lengths)
+
+
+def test_fused_gradient_ops_are_declared() -> None:
+    assert "PairWiseHingeLoss" in FUSED_OPS
+    with pytest.raises(ValueError, match="one output"):
+        registry.register_fused_gradient("PairWiseHingeLossGradientGradient", forward=lambda: None,
+                                         backward=lambda: None)
+
+
+@pytest.mark.parametrize("name", FUSED_OPS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("column", [False, True], ids=["flat", "column"])
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_backward_equals_the_registry_gradient_op(name: str, dtype: torch.dtype, column: bool,
+                                                        seed: int) -> None:
+    x, labels, lengths = _fused_case(name, dtype, column, seed)
+    op = torch_op(name)
+    y = op(x, labels, lengths)
+    assert type(y.grad_fn).__name__.startswith("PairlossFusedFunction"), y.grad_fn  # the fused path ran
+    y_grad = torch.from_numpy(np.random.default_rng(seed).standard_normal(lengths.numel())).to(dtype)
+    (got,) = torch.autograd.grad(y, x, y_grad)
+    want = torch_op(f"{name}Gradient")(x.detach(), labels, y_grad, lengths)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    tol = {torch.float64: 1e-14, torch.float32: 1e-6, torch.bfloat16: 8e-3}[dtype]
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    torch.testing.assert_close(y, op(x.detach(), labels, lengths), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", FUSED_OPS)
+def test_fused_path_keeps_double_backward_and_is_skipped_by_transforms(name: str) -> None:
+    x, labels, lengths = _fused_case(name, torch.float64, False, 7, kinks=False)
+    op = torch_op(name)
+    assert torch.autograd.gradgradcheck(lambda t: op(t, labels, lengths), (x,), eps=1e-6, atol=1e-6)
+    # under vmap and forward mode the generic function runs: it implements both
+    y = op(x, labels, lengths)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x.detach(), torch.ones_like(x))
+        out = op(dual, labels, lengths)
+        assert not type(out.grad_fn).__name__.startswith("PairlossFused")
+    jac = torch.func.jacrev(lambda t: op(t, labels, lengths))(x.detach())
+    (rows,) = torch.autograd.grad(y, x, torch.eye(lengths.numel(), dtype=x.dtype)[0])
+    torch.testing.assert_close(jac[0], rows)
+
+
+@pytest.mark.parametrize("name", FUSED_OPS)
+def test_fused_torch_ops_pass_opcheck_and_compile(name: str) -> None:
+    x, labels, lengths = _fused_case(name, torch.float64, False, 3)
+    ns = torch.ops.pairloss
+    forward = getattr(ns, f"{snake_case(name)}_fused_forward").default
+    backward = getattr(ns, f"{snake_case(name)}_fused_backward").default
+    torch.library.opcheck(forward, (x.detach(), labels, lengths))
+    y, saved = forward(x.detach(), labels, lengths)
+    assert saved.dtype == torch.float64 and saved.shape == x.shape
+    torch.library.opcheck(backward, (saved, torch.ones_like(y), x.detach(), labels, lengths))
+    compiled = torch.compile(lambda t: torch_op(name)(t, labels, lengths).sum(), fullgraph=True, backend="aot_eager")
+    (got,) = torch.autograd.grad(compiled(x), x)
+    (want,) = torch.autograd.grad(torch_op(name)(x, labels, lengths).sum(), x)
+    torch.testing.assert_close(got, want)

@@ -79,7 +79,7 @@ def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """Sessions on both sides of the pair-loop/sorting switch, with duplicate scores and exact hinge hits."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n_sessions = draw(st.integers(0, 6))
-    lengths = rng.choice(np.array([0, 1, 2, 10, ph._DIRECT_MAX, ph._DIRECT_MAX + 1, 120, 260]), size=n_sessions)
+    lengths = rng.choice(np.array([0, 1, 2, 10, ph._DIRECT_MAX, ph._ROWS_MAX, ph._ROWS_MAX + 1, 300]), size=n_sessions)
     n = int(lengths.sum())
     kind = draw(st.sampled_from(["grid", "normal", "wide"]))
     if kind == "grid":  # scores on a grid of 1/4: ties in score and s_hi - s_lo == margin all over
@@ -203,7 +203,7 @@ def test_radix_argsort_orders_signed_zeros_subnormals_and_extremes() -> None:
 @given(seed=st.integers(0, 2**32 - 1), margin=st.sampled_from([1.0, 0.3]))
 def test_gradient_matches_finite_differences(seed: int, margin: float) -> None:
     rng = np.random.default_rng(seed)
-    lengths = np.array([3, 60, 0, 7])  # 60 > _DIRECT_MAX: the sorted path
+    lengths = np.array([3, 60, 0, 7])  # the pair rows; the sorted path is checked against brute force above
     scores = rng.standard_normal(lengths.sum()) * 2
     labels = rng.integers(0, 3, lengths.sum())
     # keep every pair at least 1e-3 away from its kink, where the loss is not differentiable

@@ -41,6 +41,13 @@ Every schema in :mod:`pairloss.registry` becomes the custom op ``pairloss::<snak
     whose gradient operators have no gradient maker says so instead of returning zeros;
   - an op without a gradient maker still gets the kernel, whose backward and jvp raise naming the op
     (torch's fallback would warn and return silently wrong zeros);
+  - *fused gradient*: an op with :class:`pairloss.registry.FusedGradient` kernels (the pairwise hinge)
+    also gets ``pairloss::<name>_fused_forward`` (its inputs -> ``(Y, saved)``) and
+    ``pairloss::<name>_fused_backward``. Plain first-order autograd on the CPU runs the fused forward, which
+    computes the gradient in the same pass over the pairs and keeps it (float64, O(N)); the backward
+    only scales it by the output gradient. The registry's gradient operators remain the definition:
+    where the backward is recorded (``create_graph=True``), under torch.func transforms and in forward mode,
+    the generic function above runs;
 
 * **vmap** (``register_vmap``): one generic rule for every op and overload. The registry declares no
   batching semantics, so it runs the op once per batch entry (``select`` along each input's batch
@@ -568,6 +575,105 @@ def _make_function(s: OpSchema, overload: torch._ops.OpOverload, tensor_args: bo
     })
 
 
+# --------------------------------------------------------------------------------------------------------
+# Fused gradient: the forward keeps what the backward needs (registry.FusedGradient), one pass over the data
+# --------------------------------------------------------------------------------------------------------
+def _define_fused_ops(s: OpSchema, op_name: str) -> tuple[torch._ops.OpOverload, torch._ops.OpOverload]:
+    """``pairloss::<name>_fused_forward`` (the op's inputs and arguments -> (Y, saved)) and
+    ``pairloss::<name>_fused_backward(saved, Y_grad, <inputs>) -> X_grad``, CPU kernels and fake kernels."""
+    forward_name, backward_name = f"{op_name}_fused_forward", f"{op_name}_fused_backward"
+    inputs = _schema_string(s).split(" -> ")[0]  # "(Tensor x, ..., *, float margin=1.)"
+    tensors = inputs[1:-1].split(", *")[0]
+    if not _already_defined(forward_name):
+        _LIB.define(f"{forward_name}{inputs} -> (Tensor, Tensor)")
+        _LIB.define(f"{backward_name}(Tensor saved, Tensor y_grad, {tensors}) -> Tensor")
+
+        def forward_cpu(*inputs: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            given = _trim(inputs, s)
+            args = s.resolve_args(kwargs)
+            spec = _output_specs(s, given, args)[0]
+            arrays = [_to_numpy(t) for t in given]
+            fused = registry.fused_gradient(s.name)
+            assert fused is not None  # only ops with fused kernels get these torch ops
+            y, saved = fused.forward(*arrays, **args)
+            return _to_tensor(y, spec, arrays, s, 0), torch.from_numpy(np.array(saved, np.float64, order="C"))
+
+        def forward_fake(*inputs: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            given = _trim(inputs, s)
+            shape, dtype = _output_specs(s, given, _shape_args(s, kwargs))[0]
+            return given[0].new_empty(shape, dtype=dtype), given[0].new_empty(given[0].shape, dtype=torch.float64)
+
+        def backward_cpu(saved: torch.Tensor, y_grad: torch.Tensor, *inputs: torch.Tensor | None) -> torch.Tensor:
+            given = _trim(inputs, s)
+            arrays = [_to_numpy(t) for t in given]
+            fused = registry.fused_gradient(s.name)
+            assert fused is not None
+            x_grad = fused.backward(_to_numpy(saved), _to_numpy(y_grad), *arrays)
+            return _to_tensor(x_grad, (tuple(given[0].shape), given[0].dtype), arrays, s, 0)
+
+        def backward_fake(saved: torch.Tensor, y_grad: torch.Tensor, *inputs: torch.Tensor | None) -> torch.Tensor:
+            return torch.empty_like(inputs[0], memory_format=torch.contiguous_format)  # type: ignore[arg-type]
+
+        kernels = ((forward_name, forward_cpu, forward_fake), (backward_name, backward_cpu, backward_fake))
+        for name, cpu, fake in kernels:
+            torch.library.register_kernel(f"{NAMESPACE}::{name}", "cpu", cpu, lib=_LIB)
+            torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
+    ns = getattr(torch.ops, NAMESPACE)
+    return getattr(ns, forward_name).default, getattr(ns, backward_name).default
+
+
+def _registry_input_gradients(s: OpSchema, inputs: Sequence[torch.Tensor | None], outputs: Sequence[torch.Tensor],
+                              grads: Sequence[torch.Tensor], kwargs: dict[str, Any]) -> list[torch.Tensor | None]:
+    """The gradient of every input from the registry's gradient operators (differentiable: custom ops)."""
+    given = _trim(inputs, s)
+    args = s.resolve_args(kwargs)
+    ws = {**{_in_blob(k): t for k, t in enumerate(given)}, **{_out_blob(k): t for k, t in enumerate(outputs)},
+          **{registry.grad_name(_out_blob(k)): g for k, g in enumerate(grads)}}
+    _run_defs(_gradient_defs(s.name, len(given), args), ws)
+    return [ws.get(registry.grad_name(_in_blob(k))) if k < len(given) else None for k in range(len(inputs))]
+
+
+def _make_fused_function(s: OpSchema, op_name: str) -> type[torch.autograd.Function] | None:
+    """The autograd.Function of an op with registry.FusedGradient kernels, or None for the others.
+
+    The forward runs the fused kernel and keeps its float64 ``saved`` array (O(N)); a first-order backward
+    turns it into X_grad in one pass. Where autograd records the backward (``create_graph=True``: double
+    backward, Hessians) the registry's gradient operators run instead, so higher orders are unchanged.
+    """
+    if registry.fused_gradient(s.name) is None or s.unimplemented_gradients or not registry.has_gradient(s.name):
+        return None
+    fused_forward, fused_backward = _define_fused_ops(s, op_name)
+
+    def forward(ctx: Any, *args: Any) -> torch.Tensor:
+        meta: _Meta = args[-1]
+        inputs = args[:-1]
+        y, saved = fused_forward(*inputs, **meta.kwargs)
+        ctx.save_for_backward(saved, y, *inputs)
+        ctx.kwargs = meta.kwargs
+        return y
+
+    def backward(ctx: Any, y_grad: torch.Tensor) -> Any:
+        saved, y, *inputs = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            grads = _registry_input_gradients(s, inputs, [y], [y_grad], ctx.kwargs)
+        else:
+            grads = [fused_backward(saved, y_grad, *inputs) if ctx.needs_input_grad[0] else None,
+                     *([None] * (len(inputs) - 1))]
+        return (*grads, None)
+
+    name = f"PairlossFusedFunction_{op_name}"
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "backward": staticmethod(backward)})
+
+
+def _fused_applies(args: Sequence[Any]) -> bool:
+    """The fused path serves plain first-order autograd on the CPU; transforms and forward mode take the
+    generic function, which implements them."""
+    x = args[0]
+    return (isinstance(x, torch.Tensor) and x.device.type == "cpu" and not _forward_ad_active()
+            and not torch._C._are_functorch_transforms_active())
+
+
 def _input_shape(saved: _Saved, k: int, ws: dict[str, torch.Tensor]) -> tuple[int, ...]:
     """The shape of forward input ``k``: from the saved blobs, else that of the matching input gradient."""
     blob = _in_blob(k)
@@ -670,10 +776,12 @@ def _refuse_forward_over_forward(name: str) -> None:
         raise NotImplementedError(msg)
 
 
-def _autograd_kernel(overload: torch._ops.OpOverload, function: type[torch.autograd.Function]
-                     ) -> Callable[..., Any]:
+def _autograd_kernel(overload: torch._ops.OpOverload, function: type[torch.autograd.Function],
+                     fused: type[torch.autograd.Function] | None = None) -> Callable[..., Any]:
     def kernel(keyset: Any, *args: Any, **kwargs: Any) -> Any:
         if (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _forward_ad_active():
+            if fused is not None and _fused_applies(args):
+                return fused.apply(*args, _Meta(keyset, kwargs))
             return _apply(function, *args, _Meta(keyset, kwargs))
         with torch._C._AutoDispatchBelowAutograd():
             return overload.redispatch(keyset & torch._C._after_autograd_keyset, *args, **kwargs)
@@ -736,7 +844,8 @@ def _register_overload(s: OpSchema, op_name: str, *, tensor_args: bool) -> None:
     torch.library.register_fake(qualname, fake, lib=_LIB)
     overload = getattr(getattr(getattr(torch.ops, NAMESPACE), op_name), overload_name)
     function = _make_function(s, overload, tensor_args)
-    _LIB.impl(op_name + suffix, _autograd_kernel(overload, function), "Autograd", with_keyset=True)
+    fused = None if tensor_args else _make_fused_function(s, op_name)
+    _LIB.impl(op_name + suffix, _autograd_kernel(overload, function, fused), "Autograd", with_keyset=True)
     torch.library.register_vmap(qualname, _make_vmap_rule(s, overload, tensor_args), lib=_LIB)
 
 

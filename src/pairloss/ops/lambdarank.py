@@ -59,8 +59,10 @@ from pairloss.ops.sessions import (
     per_session_output,
     prepare_second_order,
     prepare_sessions,
+    scale_unit_gradient,
     sigmoid,
     softplus,
+    times_session_values,
 )
 from pairloss.registry import (
     GI,
@@ -71,6 +73,7 @@ from pairloss.registry import (
     operator_schema,
     register_cpu_operator,
     register_cuda_operator,
+    register_fused_gradient,
     register_gradient,
 )
 
@@ -315,6 +318,21 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
     return np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0).astype(x.dtype)
 
 
+def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
+                                   sigma: float, topn: int, gain: str) -> tuple[np.ndarray, np.ndarray]:
+    """(Y, the gradient for Y_grad = 1) with one validation, one set of weights (one sort per session) and
+    one plan: the fused kernel of the torch path."""
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    _check_args(lab, sigma, topn, gain)
+    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
+    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    sums, pairs = logistic_forward(plan, weights)
+    slope, _ = logistic_gradient(plan, weights)
+    scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=pairs > 0)
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
+    return out.astype(x.dtype), times_session_values(slope, scale, lens).reshape(x.shape)
+
+
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, lengths: np.ndarray | None = None,
                  *, sigma: float, topn: int, gain: str) -> np.ndarray:
     x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
@@ -440,6 +458,7 @@ def _third_order_maker(op: OperatorDef) -> list[OperatorDef]:
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
+register_fused_gradient(SCHEMA, forward=forward_with_unit_gradient_cpu, backward=scale_unit_gradient)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)

@@ -45,8 +45,10 @@ from pairloss.ops.sessions import (
     per_session_output,
     prepare_second_order,
     prepare_sessions,
+    scale_unit_gradient,
     sigmoid,
     softplus,
+    times_session_values,
 )
 from pairloss.registry import (
     GI,
@@ -57,6 +59,7 @@ from pairloss.registry import (
     operator_schema,
     register_cpu_operator,
     register_cuda_operator,
+    register_fused_gradient,
     register_gradient,
 )
 
@@ -203,6 +206,19 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
     return out.astype(x.dtype)
 
 
+def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(Y, the gradient for Y_grad = 1) on one plan: the fused kernel of the torch path (validation, the
+    centres and exponentials and the launches are shared; the pair loops are the forward's and the gradient's)."""
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
+    sums, pairs = logistic_forward(plan)
+    slope, _ = logistic_gradient(plan)
+    inv = np.divide(1.0, pairs, out=np.zeros(lens.size), where=pairs > 0)
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
+    return out.astype(x.dtype), times_session_values(slope, inv, lens).reshape(x.shape)
+
+
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None) -> np.ndarray:
     x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
@@ -271,6 +287,7 @@ def _third_order_maker(op: OperatorDef) -> list[OperatorDef]:
 register_cpu_operator(SCHEMA, forward_cpu, reference=reference_forward)
 register_cuda_operator(SCHEMA, forward_cuda)
 register_gradient(SCHEMA, _gradient_maker)
+register_fused_gradient(SCHEMA, forward=forward_with_unit_gradient_cpu, backward=scale_unit_gradient)
 register_cpu_operator(GRADIENT_SCHEMA, gradient_cpu, reference=reference_gradient)
 register_cuda_operator(GRADIENT_SCHEMA, gradient_cuda)
 register_gradient(GRADIENT_SCHEMA, _second_order_maker)

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -20,8 +21,10 @@ __all__ = [
     "per_session_output",
     "prepare_second_order",
     "prepare_sessions",
+    "scale_unit_gradient",
     "sigmoid",
     "softplus",
+    "times_session_values",
 ]
 
 LENGTHS_DOC = ("Optional session sizes, 1-D non-negative integers summing to N; sessions are contiguous. "
@@ -59,6 +62,45 @@ def prepare_second_order(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad
         msg = f"X_grad_grad must have the shape of X, {x.shape}; got shape {v.shape}"
         raise ValueError(msg)
     return x, flat, lab, lens, g, v.reshape(-1)
+
+
+def scale_unit_gradient(unit: np.ndarray, loss_grad: npt.ArrayLike, scores: npt.ArrayLike,
+                        labels: npt.ArrayLike, lengths: npt.ArrayLike | None = None) -> np.ndarray:
+    """X_grad of a session op from its unit gradient (X_grad for Y_grad = 1): unit times the item's Y_grad.
+
+    Every session op's output entry depends on its own session only, and its gradient is linear in Y_grad,
+    so X_grad = unit * Y_grad[session]: the backward of :class:`pairloss.registry.FusedGradient`.
+    """
+    x = as_float_array("scores", scores)
+    flat = column_to_flat("scores", x)
+    lens = check_lengths(lengths, flat.shape[0])
+    g = as_float_array("loss_grad", loss_grad)
+    u = np.asarray(unit)
+    if g.shape != (lens.size,) or u.size != flat.shape[0]:
+        msg = (f"loss_grad must have shape ({lens.size},) and the saved gradient {flat.shape[0]} entries; got "
+               f"{g.shape} and {u.shape}")
+        raise ValueError(msg)
+    return times_session_values(u.reshape(-1), g.astype(np.float64), lens).astype(x.dtype).reshape(x.shape)
+
+
+def times_session_values(per_item: np.ndarray, per_session: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """per_item[k] * per_session[session of k], float64, in one pass."""
+    offsets = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return _times_session_values_loop(np.ascontiguousarray(per_item, np.float64), per_session, offsets,
+                                      np.empty(offsets[-1]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _times_session_values_loop(per_item, per_session, offsets, out):  # pragma: no cover - compiled
+    # one flat pass (np.repeat and a product took two and an N-sized temporary; a loop per session does not
+    # vectorise over sessions of ten)
+    s = 0
+    for k in range(per_item.size):
+        while k >= offsets[s + 1]:
+            s += 1
+        out[k] = per_item[k] * per_session[s]
+    return out
 
 
 def softplus(z: float) -> float:
