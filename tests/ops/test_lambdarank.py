@@ -95,6 +95,24 @@ def test_kernels_match_reference_on_many_sessions(seed: int, dtype: type) -> Non
                                    rtol=tol, atol=tol)
 
 
+@given(seed=st.integers(0, 2**32 - 1), topn=st.sampled_from([0, 1, 3, 30]),
+       gain=st.sampled_from(["exp2", "linear"]))
+def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn: int, gain: str) -> None:
+    # both sides of the counting-rank limit, scores tied on a coarse grid (stable order decides) and NaN
+    # scores, which rank last
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice(np.array([0, 1, 2, 17, lr._COUNT_MAX, lr._COUNT_MAX + 1, 300]), size=rng.integers(1, 6))
+    n = int(lengths.sum())
+    scores = rng.integers(-3, 4, n).astype(np.float64)
+    scores[rng.random(n) < 0.1] = np.nan
+    labels = rng.integers(0, 5, n).astype(np.float64)
+    got = lr.lambdarank_weights(scores, labels, lengths, topn=topn, gain=gain)
+    want = lr._reference_weights(scores, labels, lengths, topn, gain)
+    np.testing.assert_array_equal(got.gain, want.gain)
+    np.testing.assert_array_equal(got.discount, want.discount)
+    np.testing.assert_allclose(got.inv_ideal, want.inv_ideal, rtol=1e-15)
+
+
 def test_empty_one_item_and_all_tied_sessions_give_zero() -> None:
     scores = np.array([1.0, 2.0, 0.5, -1.0])
     labels = np.array([3, 1, 1, 1])

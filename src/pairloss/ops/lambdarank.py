@@ -168,24 +168,69 @@ def _check_args(labels64: np.ndarray, sigma: float, topn: int, gain: str) -> Non
         raise ValueError(msg)
 
 
+_COUNT_MAX = 64  # sessions up to this size are ranked by counting (O(n^2), branch-free), longer ones sorted
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _descending_order(values, lo, hi, order):  # pragma: no cover - compiled
+    """order[r] = the position in [lo, hi) of the r-th largest value, ties in input order, NaN last: the
+    order of np.argsort(-values[lo:hi], kind="mergesort"), without a sort on short sessions.
+
+    An item's rank is the number of items that go before it, counted in a branch-free (vectorised) loop:
+    comparison sorts of random scores stall on mispredicted branches (~38 ns an item at n = 100).
+    """
+    n = hi - lo
+    if n > _COUNT_MAX:
+        order[:n] = np.argsort(-values[lo:hi], kind="mergesort")
+        return
+    v = values[lo:hi]
+    for i in range(n):
+        vi = v[i]
+        nan_i = np.int64(np.isnan(vi))
+        count = 0
+        for j in range(n):
+            vj = v[j]
+            nan_j = np.int64(np.isnan(vj))
+            ahead = np.int64(vj > vi) | (nan_i & (1 - nan_j))  # larger, or a number ahead of a NaN
+            tie = np.int64(vj == vi) | (nan_i & nan_j)
+            count += ahead | (tie & np.int64(j < i))
+        order[count] = i
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _session_weights(x, gains, offsets, topn, discount, inv_ideal):  # pragma: no cover - compiled
-    for s in numba.prange(offsets.size - 1):
-        lo, hi = offsets[s], offsets[s + 1]
-        n = hi - lo
-        if n == 0:
-            continue
-        order = np.argsort(-x[lo:hi], kind="mergesort")  # stable: equal scores keep their input order
-        cut = n if topn == 0 else min(n, topn)
-        for r in range(n):
-            discount[lo + order[r]] = 1.0 / np.log2(2.0 + r) if r < cut else 0.0
-        ideal = np.sort(gains[lo:hi])[::-1]
-        idcg = 0.0
-        for r in range(cut):
-            idcg += ideal[r] / np.log2(2.0 + r)
-        inv = 1.0 / idcg if idcg > 0.0 else 0.0
-        for k in range(lo, hi):
-            inv_ideal[k] = inv
+def _session_weights(x, gains, offsets, topn, log2_rank, n_chunks, discount, inv_ideal):  # pragma: no cover
+    """Discounts from the ranking by score and the inverse ideal DCG, chunks of sessions in parallel;
+    log2_rank[r] = log2(2 + r), computed once per call (a log per item cost as much as the sort)."""
+    n_sessions = offsets.size - 1
+    longest = 0
+    for s in range(n_sessions):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    for c in numba.prange(n_chunks):
+        order = np.empty(longest, np.int64)
+        for s in range(c * n_sessions // n_chunks, (c + 1) * n_sessions // n_chunks):
+            lo, hi = offsets[s], offsets[s + 1]
+            n = hi - lo
+            if n == 0:
+                continue
+            _descending_order(x, lo, hi, order)
+            cut = n if topn == 0 else min(n, topn)
+            for r in range(n):
+                discount[lo + order[r]] = 1.0 / log2_rank[r] if r < cut else 0.0
+            _descending_order(gains, lo, hi, order)  # the ideal ranking
+            idcg = 0.0
+            for r in range(cut):
+                idcg += gains[lo + order[r]] / log2_rank[r]
+            inv = 1.0 / idcg if idcg > 0.0 else 0.0
+            for k in range(lo, hi):
+                inv_ideal[k] = inv
+
+
+@numba.njit(cache=True, nogil=True)
+def _log2_ranks(m):  # pragma: no cover - compiled
+    out = np.empty(m)
+    for r in range(m):
+        out[r] = np.log2(2.0 + r)  # the scalar log2 the per-item loop used: the same values
+    return out
 
 
 _session_weights_serial = serial_twin(_session_weights)
@@ -201,9 +246,12 @@ def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     discount = np.zeros(labels64.size)
     inv_ideal = np.zeros(labels64.size)
     # NaN scores rank last (argsort of -NaN), as np.argsort puts NaN at the end
+    log2_rank = _log2_ranks(int(lens.max(initial=0)))
     with parallel_launch(labels64.size >= _PARALLEL_ITEMS) as parallel:
         weights = _session_weights if parallel else _session_weights_serial
-        weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), discount, inv_ideal)
+        n_chunks = min(lens.size, 8 * numba.get_num_threads()) if parallel else 1
+        weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), log2_rank, n_chunks,
+                discount, inv_ideal)
     return PairWeights(gains, discount, inv_ideal)
 
 
