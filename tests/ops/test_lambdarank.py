@@ -96,8 +96,9 @@ def test_kernels_match_reference_on_many_sessions(seed: int, dtype: type) -> Non
 
 
 @given(seed=st.integers(0, 2**32 - 1), topn=st.sampled_from([0, 1, 3, 30]),
-       gain=st.sampled_from(["exp2", "linear"]))
-def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn: int, gain: str) -> None:
+       gain=st.sampled_from(["exp2", "linear"]), integer_labels=st.booleans())
+def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn: int, gain: str,
+                                                                 integer_labels: bool) -> None:
     # both sides of the counting-rank limit, scores tied on a coarse grid (stable order decides) and NaN
     # scores, which rank last
     rng = np.random.default_rng(seed)
@@ -105,12 +106,28 @@ def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn
     n = int(lengths.sum())
     scores = rng.integers(-3, 4, n).astype(np.float64)
     scores[rng.random(n) < 0.1] = np.nan
-    labels = rng.integers(0, 5, n).astype(np.float64)
+    # integer grades take the count per label for the ideal DCG, other labels a sort
+    labels = rng.integers(0, 5, n).astype(np.float64) if integer_labels else rng.integers(0, 9, n) / 2.0
     got = lr.lambdarank_weights(scores, labels, lengths, topn=topn, gain=gain)
     want = lr._reference_weights(scores, labels, lengths, topn, gain)
     np.testing.assert_array_equal(got.gain, want.gain)
     np.testing.assert_array_equal(got.discount, want.discount)
     np.testing.assert_allclose(got.inv_ideal, want.inv_ideal, rtol=1e-15)
+
+
+def test_ideal_dcg_by_label_counts_equals_the_sorted_one() -> None:
+    rng = np.random.default_rng(2)
+    lengths = np.array([5, 0, 70, 1, 200])
+    labels = rng.integers(0, 31, lengths.sum()).astype(np.float64)
+    scores = rng.standard_normal(lengths.sum())
+    for gain in ("exp2", "linear"):
+        assert lr._level_gains(labels, gain).size == 31
+        by_count = lr.lambdarank_weights(scores, labels, lengths, topn=10, gain=gain)
+        by_sort = lr.lambdarank_weights(scores, labels + 1e-9, lengths, topn=10, gain=gain)  # not integers
+        assert lr._level_gains(labels + 1e-9, gain).size == 0
+        np.testing.assert_allclose(by_count.inv_ideal, by_sort.inv_ideal, rtol=1e-8)
+        np.testing.assert_array_equal(by_count.inv_ideal, lr._reference_weights(scores, labels, lengths, 10,
+                                                                                gain).inv_ideal)
 
 
 def test_empty_one_item_and_all_tied_sessions_give_zero() -> None:

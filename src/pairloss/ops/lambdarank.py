@@ -198,15 +198,22 @@ def _descending_order(values, lo, hi, order):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _session_weights(x, gains, offsets, topn, log2_rank, n_chunks, discount, inv_ideal):  # pragma: no cover
+def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, n_chunks, discount,
+                     inv_ideal):  # pragma: no cover - compiled
     """Discounts from the ranking by score and the inverse ideal DCG, chunks of sessions in parallel;
-    log2_rank[r] = log2(2 + r), computed once per call (a log per item cost as much as the sort)."""
+    log2_rank[r] = log2(2 + r), computed once per call (a log per item cost as much as the sort).
+
+    A non-empty ``level_gain``: the labels are the integers 0 .. levels - 1 with these gains, and the ideal
+    ranking (labels descending; the gain rises with the label) comes from a count per label, not a sort.
+    """
+    levels = level_gain.size
     n_sessions = offsets.size - 1
     longest = 0
     for s in range(n_sessions):
         longest = max(longest, offsets[s + 1] - offsets[s])
     for c in numba.prange(n_chunks):
         order = np.empty(longest, np.int64)
+        per_level = np.empty(max(levels, 1), np.int64)
         for s in range(c * n_sessions // n_chunks, (c + 1) * n_sessions // n_chunks):
             lo, hi = offsets[s], offsets[s + 1]
             n = hi - lo
@@ -216,13 +223,38 @@ def _session_weights(x, gains, offsets, topn, log2_rank, n_chunks, discount, inv
             cut = n if topn == 0 else min(n, topn)
             for r in range(n):
                 discount[lo + order[r]] = 1.0 / log2_rank[r] if r < cut else 0.0
-            _descending_order(gains, lo, hi, order)  # the ideal ranking
             idcg = 0.0
-            for r in range(cut):
-                idcg += gains[lo + order[r]] / log2_rank[r]
+            if levels > 0:
+                per_level[:] = 0
+                for k in range(lo, hi):
+                    per_level[np.int64(labels[k])] += 1
+                r = 0
+                for level in range(levels - 1, -1, -1):
+                    for _ in range(per_level[level]):
+                        if r < cut:
+                            idcg += level_gain[level] / log2_rank[r]
+                        r += 1
+            else:
+                _descending_order(gains, lo, hi, order)  # the ideal ranking
+                for r in range(cut):
+                    idcg += gains[lo + order[r]] / log2_rank[r]
             inv = 1.0 / idcg if idcg > 0.0 else 0.0
             for k in range(lo, hi):
                 inv_ideal[k] = inv
+
+
+_MAX_LEVELS = 256
+
+
+def _level_gains(labels64: np.ndarray, gain: str) -> np.ndarray:
+    """The gain of each label 0 .. levels - 1 when every label is such an integer (levels <= _MAX_LEVELS),
+    computed as the per-item gains are (the same values); else an empty array."""
+    if labels64.size == 0 or labels64.min() < 0 or labels64.max() >= _MAX_LEVELS:
+        return np.empty(0)
+    if not np.array_equal(labels64, np.floor(labels64)):
+        return np.empty(0)
+    levels = np.arange(int(labels64.max()) + 1, dtype=np.float64)
+    return np.exp2(levels) - 1.0 if gain == "exp2" else levels
 
 
 @numba.njit(cache=True, nogil=True)
@@ -250,8 +282,8 @@ def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     with parallel_launch(labels64.size >= _PARALLEL_ITEMS) as parallel:
         weights = _session_weights if parallel else _session_weights_serial
         n_chunks = min(lens.size, 8 * numba.get_num_threads()) if parallel else 1
-        weights(np.ascontiguousarray(scores, dtype=np.float64), gains, offsets, int(topn), log2_rank, n_chunks,
-                discount, inv_ideal)
+        weights(np.ascontiguousarray(scores, dtype=np.float64), gains, labels64, _level_gains(labels64, gain),
+                offsets, int(topn), log2_rank, n_chunks, discount, inv_ideal)
     return PairWeights(gains, discount, inv_ideal)
 
 
