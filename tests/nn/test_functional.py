@@ -380,3 +380,42 @@ def test_public_api() -> None:
                                   "pairwise_hinge_loss", "pairwise_logistic_loss"]
     for name in pnn.__all__:
         assert getattr(pnn, name) is not None
+
+
+# ---- reductions of plain CPU tensors run in NumPy (no torch parallel region); the same values ----------
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("layout", ["flat", "padded", "one session"])
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.float32])
+def test_host_reductions_equal_torch_reductions(reduction: str, layout: str, label_dtype: torch.dtype) -> None:
+    from pairloss.nn import functional as functional_module
+
+    rng = np.random.default_rng(4)
+    lengths = torch.tensor([0, 3, 1, 5, 4, 0, 2])
+    n = int(lengths.sum())
+    scores = torch.from_numpy(rng.standard_normal(n)).requires_grad_(True)
+    labels = torch.from_numpy(rng.integers(0, 3, n)).to(label_dtype)
+    labels[8:12] = 1  # an all-tied session: no pair, not counted by the mean
+    if layout == "padded":
+        scores = torch.from_numpy(rng.standard_normal((3, 4))).requires_grad_(True)
+        labels = torch.from_numpy(rng.integers(-1, 3, (3, 4))).to(label_dtype)
+        labels[1] = torch.tensor([2, 2, -1, -1]).to(label_dtype)
+        args: dict = {"padding_label": -1}
+    else:
+        args = {} if layout == "one session" else {"lengths": lengths}
+
+    def run(host: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        with pytest.MonkeyPatch.context() as mp:
+            if not host:
+                mp.setattr(functional_module, "host_view", lambda _t: None)
+            for fn in (PF.pairwise_logistic_loss, PF.pairwise_hinge_loss):
+                scores.grad = None
+                value = fn(scores, labels, reduction=reduction, **args)
+                assert (type(value.grad_fn).__name__ == "_HostSumBackward") == host, value.grad_fn
+                value.backward()
+                out.append((value.detach(), scores.grad.clone()))
+        return out
+
+    for (v_host, g_host), (v_torch, g_torch) in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(v_host, v_torch, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(g_host, g_torch, rtol=1e-14, atol=1e-14)
