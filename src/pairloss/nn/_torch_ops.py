@@ -41,7 +41,7 @@ Every schema in :mod:`pairloss.registry` becomes the custom op ``pairloss::<snak
     whose gradient operators have no gradient maker says so instead of returning zeros;
   - an op without a gradient maker still gets the kernel, whose backward and jvp raise naming the op
     (torch's fallback would warn and return silently wrong zeros);
-  - *fused gradient*: an op with :class:`pairloss.registry.FusedGradient` kernels (the pairwise hinge)
+  - *fused gradient*: an op with :class:`pairloss.registry.FusedGradient` kernels (the session losses)
     also gets ``pairloss::<name>_fused_forward`` (its inputs -> ``(Y, saved)``) and
     ``pairloss::<name>_fused_backward``. Plain first-order autograd on the CPU runs the fused forward, which
     computes the gradient in the same pass over the pairs and keeps it (float64, O(N)); the backward
