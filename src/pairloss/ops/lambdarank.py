@@ -37,6 +37,7 @@ from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import (
     PairWeights,
+    forward_rows,
     logistic_forward,
     logistic_gradient,
     logistic_second_order,
@@ -406,7 +407,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
     _check_args(lab, sigma, topn, gain)
     weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
     plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
-    sums, pairs = logistic_forward(plan, weights)
+    sums, pairs = logistic_forward(forward_rows(plan), weights)
     slope, _ = logistic_gradient(plan, weights)
     scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=pairs > 0)
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)

@@ -38,6 +38,7 @@ constants here (the caller computes them from the current ranking).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "PairWeights",
     "SessionPlan",
     "diagonal_chunks",
+    "forward_rows",
     "logistic_forward",
     "logistic_gradient",
     "logistic_second_order",
@@ -226,6 +228,15 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
                        depth, bounds, rows, np.arange(PAD, dtype=precision),
                        tuple(precision.type(1.0 / (2 * k + 1)) for k in range(_SERIES_TERMS[precision])),
                        precision.type(_W_MIN[precision]), labels.dtype.type(FLT_EPSILON), parallel)
+
+
+def forward_rows(plan: SessionPlan) -> SessionPlan:
+    """A gradient plan (``full_rows=True``) with the forward's row tasks: the same arrays, so one plan
+    serves both loops of a fused call, and the forward's triangular rows still split into equal work."""
+    small = plan.fast & (plan.lens >= 2) & (plan.lens <= SMALL_SESSION)
+    row_sessions = np.flatnonzero(~small & (plan.lens >= 2))
+    rows, bounds = _row_tasks(plan.offsets, row_sessions, False, plan.row_tasks.size - 1)
+    return dataclasses.replace(plan, row_tasks=bounds, row_items=rows)
 
 
 def _padded(values: np.ndarray) -> np.ndarray:

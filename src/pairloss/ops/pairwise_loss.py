@@ -30,7 +30,13 @@ import numpy.typing as npt
 
 from pairloss._backends import HAS_TRITON
 from pairloss._checks import FLT_EPSILON
-from pairloss.ops.pair_loops import logistic_forward, logistic_gradient, logistic_second_order, plan_sessions
+from pairloss.ops.pair_loops import (
+    forward_rows,
+    logistic_forward,
+    logistic_gradient,
+    logistic_second_order,
+    plan_sessions,
+)
 from pairloss.ops.pair_loops_cuda import (
     LOGISTIC,
     check_loss_grad,
@@ -212,7 +218,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
     centres and exponentials and the launches are shared; the pair loops are the forward's and the gradient's)."""
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
-    sums, pairs = logistic_forward(plan)
+    sums, pairs = logistic_forward(forward_rows(plan))
     slope, _ = logistic_gradient(plan)
     inv = np.divide(1.0, pairs, out=np.zeros(lens.size), where=pairs > 0)
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
