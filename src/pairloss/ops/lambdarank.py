@@ -37,8 +37,8 @@ from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import (
     PairWeights,
-    forward_rows,
     logistic_forward,
+    logistic_forward_and_gradient,
     logistic_gradient,
     logistic_second_order,
     plan_sessions,
@@ -209,9 +209,7 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, n_c
     """
     levels = level_gain.size
     n_sessions = offsets.size - 1
-    longest = 0
-    for s in range(n_sessions):
-        longest = max(longest, offsets[s + 1] - offsets[s])
+    longest = log2_rank.size  # one entry per rank of the longest session
     for c in numba.prange(n_chunks):
         order = np.empty(longest, np.int64)
         per_level = np.empty(max(levels, 1), np.int64)
@@ -407,8 +405,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
     _check_args(lab, sigma, topn, gain)
     weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
     plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
-    sums, pairs = logistic_forward(forward_rows(plan), weights)
-    slope, _ = logistic_gradient(plan, weights)
+    sums, pairs, slope = logistic_forward_and_gradient(plan, weights)
     scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=pairs > 0)
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
     return out.astype(x.dtype), times_session_values(slope, scale, lens).reshape(x.shape)
@@ -422,7 +419,7 @@ def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, 
     plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
     slope, pairs = logistic_gradient(plan, weights)
     scale = np.divide(sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return (slope * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype)
+    return times_session_values(slope, scale, lens).reshape(x.shape).astype(x.dtype)
 
 
 def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
@@ -434,7 +431,7 @@ def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.
     hv, dot, pairs = logistic_second_order(flat * sigma, lab, lens, v, weights)
     scale = np.divide(sigma * sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     gg = np.divide(sigma * dot, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return (hv * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
+    return times_session_values(hv, scale, lens).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
 # ---- CUDA kernels: weights by torch sorts on the device, pairs by the Triton loops ---------------------

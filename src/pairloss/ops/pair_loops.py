@@ -57,8 +57,8 @@ __all__ = [
     "PairWeights",
     "SessionPlan",
     "diagonal_chunks",
-    "forward_rows",
     "logistic_forward",
+    "logistic_forward_and_gradient",
     "logistic_gradient",
     "logistic_second_order",
     "plan_sessions",
@@ -237,7 +237,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
                        precision.type(_W_MIN[precision]), labels.dtype.type(FLT_EPSILON), parallel)
 
 
-def forward_rows(plan: SessionPlan) -> SessionPlan:
+def _forward_rows(plan: SessionPlan) -> SessionPlan:
     """A gradient plan (``full_rows=True``) with the forward's row tasks: the same arrays, so one plan
     serves both loops of a fused call, and the forward's triangular rows still split into equal work."""
     small = plan.fast & (plan.lens >= 2) & (plan.lens <= SMALL_SESSION)
@@ -637,6 +637,15 @@ def logistic_gradient(plan: SessionPlan, weights: PairWeights | None = None) -> 
     pairs = np.zeros(plan.lens.size)
     _session_sums(plan.offsets, item_cnt, pairs)
     return out, pairs
+
+
+def logistic_forward_and_gradient(plan: SessionPlan, weights: PairWeights | None = None
+                                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss sum, discordant pairs, d pair sum / dx per item) on one gradient plan (``full_rows=True``):
+    the fused call of the torch path, one planning for both loops."""
+    sums, pairs = logistic_forward(_forward_rows(plan), weights)
+    slope, _ = logistic_gradient(plan, weights)
+    return sums, pairs, slope
 
 
 # ---- second order (float64, exact per pair: double backward is rare and must be right) ---------------

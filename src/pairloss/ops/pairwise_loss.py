@@ -31,8 +31,8 @@ import numpy.typing as npt
 from pairloss._backends import HAS_TRITON
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import (
-    forward_rows,
     logistic_forward,
+    logistic_forward_and_gradient,
     logistic_gradient,
     logistic_second_order,
     plan_sessions,
@@ -218,8 +218,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
     centres and exponentials and the launches are shared; the pair loops are the forward's and the gradient's)."""
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
-    sums, pairs = logistic_forward(forward_rows(plan))
-    slope, _ = logistic_gradient(plan)
+    sums, pairs, slope = logistic_forward_and_gradient(plan)
     inv = np.divide(1.0, pairs, out=np.zeros(lens.size), where=pairs > 0)
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
     return out.astype(x.dtype), times_session_values(slope, inv, lens).reshape(x.shape)
@@ -231,7 +230,7 @@ def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
     slope, pairs = logistic_gradient(plan)
     scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return (slope * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype)
+    return times_session_values(slope, scale, lens).reshape(x.shape).astype(x.dtype)
 
 
 def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, direction: np.ndarray,
@@ -240,7 +239,7 @@ def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.
     hv, dot, pairs = logistic_second_order(flat, lab, lens, v)
     scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     gg = np.divide(dot, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return (hv * np.repeat(scale, lens)).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
+    return times_session_values(hv, scale, lens).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
 
 
 # ---- CUDA kernels (torch tensors): the Triton pair loops of ops.pair_loops_cuda ------------------------
