@@ -63,9 +63,12 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 GAINS: tuple[str, ...] = ("exp2", "linear")
 #: Scorer names of :func:`pairloss.ltr.models.make_model`.
 MODEL_NAMES: tuple[str, ...] = ("linear", "mlp")
-#: Feature transforms of :data:`pairloss.ltr.models.TRANSFORMS` (``"log1p"``: signed ``log(1 + |x|)``).
+#: Feature transforms a scorer applies before everything else (:mod:`pairloss.ltr.models`; ``"log1p"``:
+#: signed ``log(1 + |x|)``).
 TRANSFORMS: tuple[str, ...] = ("none", "log1p")
-#: Fill rules of missing values, :data:`pairloss.ltr.models.FILLS`.
+#: Where a scorer puts a missing value (:class:`pairloss.ltr.models.MissingValues`): at the mean of the
+#: feature's present training values, one standard deviation above their maximum, or one below their
+#: minimum (a feature never present: 0).
 FILLS: tuple[str, ...] = ("mean", "max", "min")
 #: Config fields that a resumed run may change: they decide when to stop, not what an epoch computes.
 RESUMABLE_FIELDS: tuple[str, ...] = ("epochs", "patience")

@@ -26,14 +26,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from .config import FILLS, TRANSFORMS
+
 __all__ = ["FILLS", "MODELS", "TRANSFORMS", "LinearScorer", "MLPScorer", "MissingValues", "Scorer", "Standardizer",
            "make_model", "score_items", "signed_log1p"]
 
-#: Feature transforms a scorer applies before everything else (see the module docstring).
-TRANSFORMS: tuple[str, ...] = ("none", "log1p")
-#: Where :class:`MissingValues` puts a missing value: at the mean of the feature's present training values,
-#: one standard deviation above their maximum, or one below their minimum (a feature never present: 0).
-FILLS: tuple[str, ...] = ("mean", "max", "min")
 
 # Items scored per forward pass by score_items: bounds memory on large data sets.
 _SCORE_CHUNK = 65536
@@ -45,6 +42,16 @@ def _check_n_features(n_features: object) -> int:
     if n_features < 1:
         raise ValueError(f"n_features must be >= 1; got {n_features}")
     return int(n_features)
+
+
+def _as_float64(features: npt.ArrayLike | torch.Tensor, n_features: int) -> np.ndarray:
+    if isinstance(features, torch.Tensor):
+        x = features.detach().cpu().double().numpy()
+    else:
+        x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_features or x.shape[0] < 1:
+        raise ValueError(f"features must have shape (n_items >= 1, {n_features}); got {tuple(x.shape)}")
+    return x
 
 
 class Standardizer(nn.Module):
@@ -77,12 +84,7 @@ class Standardizer(nn.Module):
         Returns:
             ``self``.
         """
-        if isinstance(features, torch.Tensor):
-            x = features.detach().cpu().double().numpy()
-        else:
-            x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.n_features or x.shape[0] < 1:
-            raise ValueError(f"features must have shape (n_items >= 1, {self.n_features}); got {tuple(x.shape)}")
+        x = _as_float64(features, self.n_features)
         if np.isnan(x).any():
             raise ValueError("features must not hold NaN here: fill missing values first (see MissingValues)")
         # float64 accumulation: float32 sums over millions of rows lose the digits that matter for std.
@@ -105,16 +107,6 @@ class Standardizer(nn.Module):
 def signed_log1p(x: torch.Tensor) -> torch.Tensor:
     """``sign(x) * log(1 + |x|)``: the identity near 0, logarithmic in the tails, odd, monotone."""
     return torch.sign(x) * torch.log1p(torch.abs(x))
-
-
-def _as_float64(features: npt.ArrayLike | torch.Tensor, n_features: int) -> np.ndarray:
-    if isinstance(features, torch.Tensor):
-        x = features.detach().cpu().double().numpy()
-    else:
-        x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != n_features or x.shape[0] < 1:
-        raise ValueError(f"features must have shape (n_items >= 1, {n_features}); got {tuple(x.shape)}")
-    return x
 
 
 class MissingValues(nn.Module):
