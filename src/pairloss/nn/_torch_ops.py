@@ -303,15 +303,20 @@ def _to_tensor(value: Any, spec: tuple[tuple[Any, ...], torch.dtype], inputs: Se
     return out if out.dtype == spec[1] else out.to(spec[1])
 
 
+def _cpu_outputs(s: OpSchema, kernel: Callable[..., Any], tensors: Sequence[torch.Tensor], args: dict[str, Any],
+                 specs: Sequence[tuple[tuple[Any, ...], torch.dtype]]) -> list[torch.Tensor]:
+    """A NumPy kernel run on zero-copy views of ``tensors``; its outputs as tensors of ``specs``."""
+    arrays = [_to_numpy(t) for t in tensors]
+    result = kernel(*arrays, **args)
+    results = list(result) if isinstance(result, tuple | list) else [result]
+    return [_to_tensor(r, spec, arrays, s, k) for k, (r, spec) in enumerate(zip(results, specs, strict=True))]
+
+
 def _run_cpu(s: OpSchema, inputs: Sequence[torch.Tensor | None], kwargs: dict[str, Any]) -> list[torch.Tensor]:
     given = _trim(inputs, s)
     args = s.resolve_args(kwargs)
-    specs = _output_specs(s, given, args)
-    arrays = [_to_numpy(t) for t in given]
     # the kernel is looked up per call: a kernel re-registered later (a faster rewrite) takes effect
-    result = registry.kernel(s.name, "cpu")(*arrays, **args)
-    results = list(result) if isinstance(result, tuple | list) else [result]
-    return [_to_tensor(r, spec, arrays, s, k) for k, (r, spec) in enumerate(zip(results, specs, strict=True))]
+    return _cpu_outputs(s, registry.kernel(s.name, "cpu"), given, args, _output_specs(s, given, args))
 
 
 def _run_cuda(s: OpSchema, inputs: Sequence[torch.Tensor | None], kwargs: dict[str, Any]) -> list[torch.Tensor]:
@@ -591,12 +596,9 @@ def _define_fused_ops(s: OpSchema, op_name: str) -> tuple[torch._ops.OpOverload,
         def forward_cpu(*inputs: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             given = _trim(inputs, s)
             args = s.resolve_args(kwargs)
-            spec = _output_specs(s, given, args)[0]
-            arrays = [_to_numpy(t) for t in given]
-            fused = registry.fused_gradient(s.name)
-            assert fused is not None  # only ops with fused kernels get these torch ops
-            y, saved = fused.forward(*arrays, **args)
-            return _to_tensor(y, spec, arrays, s, 0), torch.from_numpy(np.array(saved, np.float64, order="C"))
+            specs = [_output_specs(s, given, args)[0], (tuple(given[0].shape), torch.float64)]
+            y, saved = _cpu_outputs(s, _fused_kernels(s).forward, given, args, specs)
+            return y, saved
 
         def forward_fake(*inputs: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             given = _trim(inputs, s)
@@ -605,11 +607,8 @@ def _define_fused_ops(s: OpSchema, op_name: str) -> tuple[torch._ops.OpOverload,
 
         def backward_cpu(saved: torch.Tensor, y_grad: torch.Tensor, *inputs: torch.Tensor | None) -> torch.Tensor:
             given = _trim(inputs, s)
-            arrays = [_to_numpy(t) for t in given]
-            fused = registry.fused_gradient(s.name)
-            assert fused is not None
-            x_grad = fused.backward(_to_numpy(saved), _to_numpy(y_grad), *arrays)
-            return _to_tensor(x_grad, (tuple(given[0].shape), given[0].dtype), arrays, s, 0)
+            spec = (tuple(given[0].shape), given[0].dtype)
+            return _cpu_outputs(s, _fused_kernels(s).backward, [saved, y_grad, *given], {}, [spec])[0]
 
         def backward_fake(saved: torch.Tensor, y_grad: torch.Tensor, *inputs: torch.Tensor | None) -> torch.Tensor:
             return torch.empty_like(inputs[0], memory_format=torch.contiguous_format)  # type: ignore[arg-type]
@@ -620,6 +619,15 @@ def _define_fused_ops(s: OpSchema, op_name: str) -> tuple[torch._ops.OpOverload,
             torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
     ns = getattr(torch.ops, NAMESPACE)
     return getattr(ns, forward_name).default, getattr(ns, backward_name).default
+
+
+def _fused_kernels(s: OpSchema) -> registry.FusedGradient:
+    """The op's fused kernels, looked up per call like its other kernels."""
+    fused = registry.fused_gradient(s.name)
+    if fused is None:
+        msg = f"{s.name} no longer has fused gradient kernels in the registry"
+        raise RuntimeError(msg)
+    return fused
 
 
 def _registry_input_gradients(s: OpSchema, inputs: Sequence[torch.Tensor | None], outputs: Sequence[torch.Tensor],
