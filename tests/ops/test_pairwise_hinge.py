@@ -79,7 +79,8 @@ def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """Sessions on both sides of the pair-loop/sorting switch, with duplicate scores and exact hinge hits."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n_sessions = draw(st.integers(0, 6))
-    lengths = rng.choice(np.array([0, 1, 2, 10, ph._DIRECT_MAX, ph._ROWS_MAX, ph._ROWS_MAX + 1, 300]), size=n_sessions)
+    lengths = rng.choice(np.array([0, 1, 2, 10, ph._GRADED_MIN - 1, ph._GRADED_MIN, ph._DIRECT_MAX, ph._ROWS_MAX,
+                                   ph._ROWS_MAX + 1, 300]), size=n_sessions)
     n = int(lengths.sum())
     kind = draw(st.sampled_from(["grid", "normal", "wide"]))
     if kind == "grid":  # scores on a grid of 1/4: ties in score and s_hi - s_lo == margin all over
@@ -88,9 +89,16 @@ def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         scores = rng.standard_normal(n)
     else:
         scores = rng.standard_normal(n) * 1e3
-    label_kind = draw(st.sampled_from(["grades", "binary", "continuous", "near_ties", "all_tied"]))
+    label_kind = draw(st.sampled_from(["grades", "binary", "continuous", "near_ties", "all_tied", "every_grade",
+                                       "past_the_grades", "negative_grades"]))
     if label_kind == "grades":
         labels = rng.integers(0, 5, n).astype(np.float64)
+    elif label_kind == "every_grade":  # the integer-grade paths at their widest (grades 0 .. _GRADES - 1)
+        labels = rng.integers(0, ph._GRADES, n).astype(np.float64)
+    elif label_kind == "past_the_grades":  # integers, some too large for the grade paths: the label sort
+        labels = rng.integers(ph._GRADES - 8, ph._GRADES + 8, n).astype(np.float64)
+    elif label_kind == "negative_grades":
+        labels = rng.integers(-3, 3, n).astype(np.float64)
     elif label_kind == "binary":
         labels = rng.integers(0, 2, n).astype(np.float64)
     elif label_kind == "continuous":

@@ -27,13 +27,21 @@ partners below and above it in label order, so it is exact (the same active set,
   gets the run of groups it is at least :math:`2^{-23}` above and the run it is at least :math:`2^{-23}`
   below (both runs, since ``fl(a - b)`` is monotone), which reproduces the pair rule exactly for any
   finite labels;
-- a session of at most ``_ROWS_MAX`` items (256) is computed pair by pair instead, :math:`O(n^2)` in a
-  branch-free row loop that vectorises (about 1 ns a pair), which beats sorting up to that size; the
-  activity test and the pair count are the reference's, only the loss sum's order differs. Labels that
-  are not finite take the reference's scalar loop (their differences can be NaN);
+- labels that are integers in ``[0, _GRADES)`` (graded relevance, the common case) are grouped by value
+  with a count per grade instead of a label sort, and each item's partners in a run of the score order
+  are counted from a table of per-grade prefix counts (two reads) instead of a Fenwick tree, with run
+  ends that move by counting ``_WINDOW`` monotone tests at a time (branch-free);
+- a session of at most ``_ROWS_MAX`` items (256) is computed pair by pair instead, :math:`O(n^2)`, which
+  beats sorting up to that size: with integer grades (from ``_GRADED_MIN`` items) in grade order, where
+  an item's lower-graded partners are one contiguous prefix, so the vectorised inner loop visits only
+  discordant pairs and is a subtraction, a comparison and two additions; other finite labels in a
+  branch-free row loop over every pair with the tie test inside. The activity test and the pair count
+  are the reference's. Labels that are not finite take the reference's scalar loop (their differences
+  can be NaN);
 - the loss is :math:`\text{margin}\,A + \sum_k d_k (x_k - c)` with :math:`A` the active pairs, :math:`d_k`
   the net count of active pairs in which :math:`k` is the lower item and :math:`c` the session's median
-  score (the :math:`d_k` sum to 0), summed with Neumaier compensation; the gradient is :math:`d_k/|P_s|`
+  (sorted paths) or midrange (grade-ordered rows) score (the :math:`d_k` sum to 0), summed with TwoSum
+  compensation; the gradient is :math:`d_k/|P_s|`
   exactly. Forward values differ from the pair-by-pair sum by rounding only, about
   :math:`2^{-53}\,\max_k |x_k - c|` per active pair.
 
@@ -226,15 +234,19 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
 # Every session yields (pairs, loss sum, d_k = #active pairs with k below - #active pairs with k above),
 # and d becomes the unit gradient d / pairs while the session is in cache; the forward divides the sum by
 # pairs, the gradient scales the unit gradient by loss_grad, and the fused kernel of the torch path
-# (registry.FusedGradient) returns both from one pass. Scratch arrays are
-# allocated once per call and each session works in its own slice of them: no allocation per session.
-# Many sessions: prange over chunks of sessions. A session of at least _PARALLEL_MIN items (when there
+# (registry.FusedGradient) returns both from one pass. Many sessions: prange over chunks of sessions,
+# each chunk with scratch as long as its longest session, which every session of the chunk reuses while
+# it is in cache (per-session slices of call-sized scratch cost 1.6x at n = 100: every session touched
+# cold memory). A session of at least _PARALLEL_MIN items (when there
 # are too few of those to keep the threads busy) runs its two sorts, then its two sweeps, on two threads.
 # Sorting is an LSD radix sort (8 bits a pass) of the order-preserving integer image of the float64 keys:
 # linear time, stable, and a pass whose byte is the same for every key (most of them for graded labels)
 # is skipped.
 _DIRECT_MAX = 48  # non-finite labels: up to this size the scalar pair loop, else sorting (which may refuse)
 _ROWS_MAX = 256  # up to this size the vectorised pair rows beat sorting (1.0 ns/pair; crossover ~250 on Zen 1)
+_GRADED_MIN = 24  # from this size, integer grades take the grade-ordered rows (below it their set-up costs more)
+_GRADES = 32  # labels that are integers in [0, _GRADES) are grouped by value, without a label sort
+_WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
 _PARALLEL_MIN = 1 << 15
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
 _SIGN = np.uint64(1 << 63)
@@ -298,6 +310,121 @@ def _row_session(x, lab, lo, hi, margin, d):  # pragma: no cover - compiled
         total += row_total
         count += row_count
     return int(count), total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _two_sum(total, comp, term):  # pragma: no cover - compiled
+    """total + term, with what the addition rounded away added to comp (Knuth's TwoSum: no branch)."""
+    t = total + term
+    back = t - total
+    comp += (total - (t - back)) + (term - back)
+    return t, comp
+
+
+@numba.njit(cache=True, nogil=True)
+def _integer_grades(lab, grade, counts):  # pragma: no cover - compiled
+    """grade[k] = lab[k] and counts[g] = #items of grade g when every label is an integer in [0, _GRADES).
+
+    Returns (ok, grades used, label-discordant pairs); ok is False (and the rest meaningless) otherwise.
+    Distinct integers are at least 1 apart, so "discordant" is simply "different grade".
+    """
+    counts[:] = 0
+    n = lab.size
+    used = 0
+    for k in range(n):
+        v = lab[k]
+        if not (v >= 0.0 and v < _GRADES):
+            return False, 0, 0
+        g = int(v)
+        if g != v:
+            return False, 0, 0
+        grade[k] = g
+        counts[g] += 1
+        used = max(used, g + 1)
+    tied = 0
+    for g in range(used):
+        tied += counts[g] * counts[g]
+    return True, used, (n * n - tied) // 2
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+def _lower_grade_rows(xs, lim, margin, ds):  # pragma: no cover - compiled
+    """Items in grade order; item p against its lower-graded partners, the prefix [0, lim[p]).
+
+    A pair is active when fl(x_hi - x_lo) <= margin, which is the reference's h = margin - (x_hi - x_lo)
+    >= 0 (rounding is monotone and margin is finite). ds[j] += 1 per active pair with j the lower item,
+    ds[p] -= 1 per active pair with p the higher one. Returns the active pairs. The inner loop is four
+    vector operations a pair (subtract, compare, two adds) and no tie test: it is only ever given
+    discordant pairs.
+    """
+    active = 0.0
+    for p in range(xs.size):
+        xp = xs[p]
+        row = 0.0
+        for j in range(lim[p]):
+            a = np.float64(xp - xs[j] <= margin)
+            row += a
+            ds[j] += a
+        ds[p] -= row
+        active += row
+    return active
+
+
+@numba.njit(cache=True, nogil=True)
+def _graded_rows_session(x, lab, margin, d, grade, counts, order, xs, lim, ds):  # pragma: no cover - compiled
+    """One session of integer grades, pair by pair in grade order: (ok, pairs, loss sum); d = net counts.
+
+    Counting-sorted by grade, each item's lower-graded partners are one contiguous prefix, so the pair loop
+    visits only discordant pairs and needs no tie or sign logic. The loss is margin * active +
+    sum_k d_k (x_k - c), c the midrange, compensated (as the sorted path). Not ok: labels that are not
+    integer grades (nothing written).
+    """
+    n = x.size
+    ok, used, pairs = _integer_grades(lab, grade, counts)
+    if not ok:
+        return False, 0, 0.0
+    start = 0
+    for g in range(used):  # counts -> first position of each grade
+        c = counts[g]
+        counts[g] = start
+        start += c
+    for k in range(n):
+        g = grade[k]
+        order[counts[g]] = k
+        counts[g] += 1
+    # counts[g] is now one past grade g's last position, so grade g starts at counts[g - 1]
+    low = np.inf
+    high = -np.inf
+    for p in range(n):
+        k = order[p]
+        g = grade[k]
+        xk = x[k]
+        xs[p] = xk
+        ds[p] = 0.0
+        lim[p] = counts[g - 1] if g > 0 else 0
+        low = min(low, xk)
+        high = max(high, xk)
+    active = _lower_grade_rows(xs, lim, margin, ds)
+    center = 0.5 * low + 0.5 * high  # the midrange keeps max |x_k - c| (the rounding's scale) smallest
+    total = margin * active
+    comp = 0.0
+    for p in range(n):
+        dk = ds[p]
+        d[order[p]] = dk
+        total, comp = _two_sum(total, comp, dk * (xs[p] - center))
+    return True, pairs, total + comp
+
+
+@numba.njit(cache=True, nogil=True)
+def _integer_label_groups(lab, rank, below_end, above_start, counts):  # pragma: no cover - compiled
+    """_label_groups for integer grades, without sorting the labels: each grade is a group (an unused
+    grade an empty one), above the grades under it and below those over it."""
+    ok, used, pairs = _integer_grades(lab, rank, counts)
+    if ok:
+        for g in range(used):
+            below_end[g] = g
+            above_start[g] = g + 1
+    return ok, used, pairs
 
 
 @numba.njit(cache=True, nogil=True)
@@ -452,13 +579,7 @@ def _combine(xs, order, margin, active, above, below, d):  # pragma: no cover - 
     for p in range(n):
         dk = np.float64(below[p] - above[p])
         d[order[p]] = dk
-        term = dk * (xs[p] - center)
-        t = total + term
-        if abs(total) >= abs(term):  # Neumaier: keep what the addition rounded away
-            comp += (total - t) + term
-        else:
-            comp += (term - t) + total
-        total = t
+        total, comp = _two_sum(total, comp, dk * (xs[p] - center))
     return total + comp
 
 
@@ -469,16 +590,73 @@ def _gather_ranks(order, rank, rks):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _sorted_session(x, lab, margin, d, keys, kbuf, idx, ibuf, rank, gbelow, gabove, fen, above, below, hist):
-    # pragma: no cover - compiled
-    """One session by sorting, serially: (ok, pairs, loss sum); not ok means "use the pair loop"."""
-    ok, n_groups, pairs = _label_groups(lab, keys, kbuf, idx, ibuf, hist, rank, gbelow, gabove)
-    if not ok or not _radix_argsort(x, keys, kbuf, idx, ibuf, hist):
+def _table_sweeps(xs, rks, n_groups, below_end, above_start, margin, table, above, below):  # pragma: no cover
+    """Both sweeps at once for at most _GRADES groups: above[p], below[p] as _sweep_above/_sweep_below.
+
+    ``xs`` holds the n sorted scores and then _WINDOW +inf. table[q * w + g] (w = n_groups + 1) counts the
+    first q items in score order whose group is below g, so each item's partners in a run of the score
+    order are two table reads, not a tree walk. The runs' ends move forward by a count of the next _WINDOW
+    tests (they hold for a prefix of them, the tests being monotone), which is branch-free: a pointer that
+    steps one item at a time mispredicts about once an item. The +inf sentinels stop both pointers at n.
+    Returns the active pairs.
+    """
+    n = rks.size
+    w = n_groups + 1
+    for g in range(w):
+        table[g] = 0
+    for q in range(n):
+        gq = rks[q]
+        base = q * w
+        for g in range(w):
+            table[base + w + g] = table[base + g] + (g > gq)
+    low = 0  # [0, low): too far below item p to pair actively with it as its lower partner
+    high = 0  # [0, high): close enough above (or below) item p to pair actively with it as its upper partner
+    active = 0
+    for p in range(n):
+        xp = xs[p]
+        step = _WINDOW
+        while step == _WINDOW:
+            step = 0
+            for k in range(_WINDOW):
+                step += xp - xs[low + k] > margin
+            low += step
+        step = _WINDOW
+        while step == _WINDOW:
+            step = 0
+            for k in range(_WINDOW):
+                step += xs[high + k] - xp <= margin
+            high += step
+        g = rks[p]
+        lower = below_end[g]
+        a = table[n * w + lower] - table[low * w + lower]
+        above[p] = a
+        below[p] = high - table[high * w + above_start[g]]
+        active += a
+    return active
+
+
+@numba.njit(cache=True, nogil=True)
+def _sorted_session(x, lab, margin, d, keys, kbuf, idx, ibuf, rank, gbelow, gabove, fen, above, below, hist,
+                    counts, table):  # pragma: no cover - compiled
+    """One session by sorting, serially: (ok, pairs, loss sum); not ok means "use the pair loop".
+
+    ``keys`` has _WINDOW entries more than the session (the sentinels of _table_sweeps), ``table`` at
+    least (n + 1) * (_GRADES + 1).
+    """
+    n = x.size
+    ok, n_groups, pairs = _integer_label_groups(lab, rank, gbelow, gabove, counts)
+    if not ok:
+        ok, n_groups, pairs = _label_groups(lab, keys[:n], kbuf, idx, ibuf, hist, rank, gbelow, gabove)
+    if not ok or not _radix_argsort(x, keys[:n], kbuf, idx, ibuf, hist):
         return False, 0, 0.0
     _gather_ranks(idx, rank, ibuf)
-    active = _sweep_above(keys, ibuf, gbelow, n_groups, margin, fen, above)
-    _sweep_below(keys, ibuf, gabove, n_groups, margin, fen, below)
-    total = _combine(keys, idx, margin, active, above, below, d)
+    if n_groups <= _GRADES:
+        keys[n:] = np.inf
+        active = _table_sweeps(keys, ibuf, n_groups, gbelow, gabove, margin, table, above, below)
+    else:
+        active = _sweep_above(keys[:n], ibuf, gbelow, n_groups, margin, fen, above)
+        _sweep_below(keys[:n], ibuf, gabove, n_groups, margin, fen, below)
+    total = _combine(keys[:n], idx, margin, active, above, below, d)
     return True, pairs, total
 
 
@@ -495,30 +673,36 @@ def _to_unit(d, lo, hi, pairs):  # pragma: no cover - compiled
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _sessions_loop(x, lab, offsets, sessions, margin, finite_labels, n_chunks, pairs, sums, d):  # pragma: no cover
     """The listed sessions, ``n_chunks`` contiguous groups of them in parallel: pairs[s], sums[s], d."""
-    n_items = x.size
-    keys = np.empty(n_items)
-    kbuf = np.empty(n_items)
-    idx = np.empty(n_items, np.int32)
-    ibuf = np.empty(n_items, np.int32)
-    rank = np.empty(n_items, np.int32)
-    gbelow = np.empty(n_items, np.int32)
-    gabove = np.empty(n_items, np.int32)
-    fen = np.empty(n_items, np.int32)
-    above = np.empty(n_items, np.int32)
-    below = np.empty(n_items, np.int32)
     for c in numba.prange(n_chunks):
-        hist = np.empty((8, 256), np.int64)  # one per chunk of sessions, not per session
-        for t in range(c * sessions.size // n_chunks, (c + 1) * sessions.size // n_chunks):
+        first, last = c * sessions.size // n_chunks, (c + 1) * sessions.size // n_chunks
+        longest = 0
+        for t in range(first, last):
+            longest = max(longest, offsets[sessions[t] + 1] - offsets[sessions[t]])
+        # scratch per chunk, as long as its longest session: every session reuses the same (cached) memory
+        keys, kbuf = np.empty(longest + _WINDOW), np.empty(longest)
+        table = np.empty((longest + 1) * (_GRADES + 1) if longest > _DIRECT_MAX else 0, np.int32)
+        idx, ibuf, rank = np.empty(longest, np.int32), np.empty(longest, np.int32), np.empty(longest, np.int32)
+        gbelow, gabove = np.empty(longest, np.int32), np.empty(longest, np.int32)
+        fen, above, below = np.empty(longest, np.int32), np.empty(longest, np.int32), np.empty(longest, np.int32)
+        hist = np.empty((8, 256), np.int64)
+        counts = np.empty(_GRADES, np.int64)
+        for t in range(first, last):
             s = sessions[t]
             lo, hi = offsets[s], offsets[s + 1]
+            n = hi - lo
             ok = False
-            if finite_labels and hi - lo <= _ROWS_MAX:
+            if _GRADED_MIN <= n <= _ROWS_MAX:
+                ok, pairs[s], sums[s] = _graded_rows_session(
+                    x[lo:hi], lab[lo:hi], margin, d[lo:hi], rank[:n], counts, idx[:n], keys[:n], ibuf[:n], kbuf[:n])
+            if ok:
+                pass
+            elif finite_labels and n <= _ROWS_MAX:
                 pairs[s], sums[s] = _row_session(x, lab, lo, hi, margin, d)
                 ok = True
-            elif hi - lo > _DIRECT_MAX:
+            elif n > _DIRECT_MAX:
                 ok, pairs[s], sums[s] = _sorted_session(
-                    x[lo:hi], lab[lo:hi], margin, d[lo:hi], keys[lo:hi], kbuf[lo:hi], idx[lo:hi], ibuf[lo:hi],
-                    rank[lo:hi], gbelow[lo:hi], gabove[lo:hi], fen[lo:hi], above[lo:hi], below[lo:hi], hist)
+                    x[lo:hi], lab[lo:hi], margin, d[lo:hi], keys[:n + _WINDOW], kbuf[:n], idx[:n], ibuf[:n],
+                    rank[:n], gbelow[:n], gabove[:n], fen[:n], above[:n], below[:n], hist, counts, table)
             if not ok:
                 pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
             _to_unit(d, lo, hi, pairs[s])
@@ -537,10 +721,13 @@ def _big_session(x, lab, margin, d):  # pragma: no cover - compiled
     hists = np.empty((2, 8, 256), np.int64)
     flags = np.zeros(2, np.bool_)
     stats = np.zeros(3, np.int64)
+    counts = np.empty(_GRADES, np.int64)
     for t in numba.prange(2):
         if t == 0:
-            flags[0], stats[0], stats[1] = _label_groups(lab, lkeys, lkbuf, lidx, libuf, hists[0], rank,
-                                                         gbelow, gabove)
+            flags[0], stats[0], stats[1] = _integer_label_groups(lab, rank, gbelow, gabove, counts)
+            if not flags[0]:
+                flags[0], stats[0], stats[1] = _label_groups(lab, lkeys, lkbuf, lidx, libuf, hists[0], rank,
+                                                             gbelow, gabove)
         else:
             flags[1] = _radix_argsort(x, keys, kbuf, idx, ibuf, hists[1])
     if not (flags[0] and flags[1]):
