@@ -169,7 +169,7 @@ def _check_args(labels64: np.ndarray, sigma: float, topn: int, gain: str) -> Non
         raise ValueError(msg)
 
 
-_COUNT_MAX = 64  # sessions up to this size are ranked by counting (O(n^2), branch-free), longer ones sorted
+_COUNT_MAX = 160  # sessions up to this size are ranked by counting (O(n^2), branch-free), longer ones sorted
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -178,13 +178,28 @@ def _descending_order(values, lo, hi, order):  # pragma: no cover - compiled
     order of np.argsort(-values[lo:hi], kind="mergesort"), without a sort on short sessions.
 
     An item's rank is the number of items that go before it, counted in a branch-free (vectorised) loop:
-    comparison sorts of random scores stall on mispredicted branches (~38 ns an item at n = 100).
+    comparison sorts of random scores stall on mispredicted branches (~38 ns an item at n = 100). Without
+    NaN the count needs two comparisons a pair (the items before i go first on a tie), half the operations
+    of the NaN rules, which only a session holding a NaN pays (n = 100: 38 against 56 ms for 1e6 items,
+    mergesort 69 ms; the two meet near 200 items).
     """
     n = hi - lo
     if n > _COUNT_MAX:
         order[:n] = np.argsort(-values[lo:hi], kind="mergesort")
         return
     v = values[lo:hi]
+    any_nan = False
+    for k in range(n):
+        any_nan |= np.isnan(v[k])
+    if not any_nan:
+        for i in range(n):
+            vi = v[i]
+            count = 0
+            for j in range(n):  # one loop over the whole session: two loops split at i ran short remainders
+                vj = v[j]
+                count += np.int64(vj > vi) | (np.int64(vj == vi) & np.int64(j < i))
+            order[count] = i
+        return
     for i in range(n):
         vi = v[i]
         nan_i = np.int64(np.isnan(vi))
@@ -392,7 +407,7 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     _check_args(lab, sigma, topn, gain)
     weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
-    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=False)
+    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
     sums, pairs = logistic_forward(plan, weights)
     return np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0).astype(x.dtype)
 
