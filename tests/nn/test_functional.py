@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -195,11 +196,22 @@ def test_pairwise_hinge_gradient_matches_the_float64_reference() -> None:
                                     (scores.clone().requires_grad_(),))
 
 
+class _PassThroughMode(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
 def test_pairwise_hinge_runs_the_registry_op() -> None:
     s = torch.tensor([0.5, 0.0], requires_grad=True)
     out = PF.pairwise_hinge_loss(s, torch.tensor([1, 0]), reduction="none")
     assert out.tolist() == [0.5]
-    assert "pairwise_hinge_loss" in type(out.grad_fn).__name__
+    # plain eager CPU autograd: the registry's fused kernels without the custom op's dispatch
+    assert "EagerFusedLoss" in type(out.grad_fn).__name__
+    # anything that may look inside the call (here a torch function mode) sees the custom op
+    with _PassThroughMode():
+        seen = PF.pairwise_hinge_loss(s, torch.tensor([1, 0]), reduction="none")
+    assert seen.tolist() == [0.5]
+    assert "pairwise_hinge_loss" in type(seen.grad_fn).__name__
 
 
 # ---- low precision and huge scores ------------------------------------------------------------------
@@ -403,19 +415,28 @@ def test_host_reductions_equal_torch_reductions(reduction: str, layout: str, lab
     else:
         args = {} if layout == "one session" else {"lengths": lengths}
 
-    def run(host: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    # eager: the fused kernels outside the custom op, summed on the host; host: the custom op, summed on the
+    # host; torch: the custom op, reduced by torch
+    grad_fns = {"eager": "_EagerFusedLossBackward", "host": "_HostSumBackward"}
+
+    def run(path: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
         with pytest.MonkeyPatch.context() as mp:
-            if not host:
+            if path != "eager":
+                mp.setattr(functional_module, "eager_applies", lambda *_a: False)
+            if path == "torch":
                 mp.setattr(functional_module, "host_view", lambda _t: None)
-            for fn in (PF.pairwise_logistic_loss, PF.pairwise_hinge_loss):
+            for fn in (PF.pairwise_logistic_loss, PF.pairwise_hinge_loss, PF.lambdarank_loss):
                 scores.grad = None
                 value = fn(scores, labels, reduction=reduction, **args)
-                assert (type(value.grad_fn).__name__ == "_HostSumBackward") == host, value.grad_fn
+                name = type(value.grad_fn).__name__
+                assert name == grad_fns[path] if path in grad_fns else name not in grad_fns.values(), name
                 value.backward()
                 out.append((value.detach(), scores.grad.clone()))
         return out
 
-    for (v_host, g_host), (v_torch, g_torch) in zip(run(True), run(False), strict=True):
-        torch.testing.assert_close(v_host, v_torch, rtol=1e-14, atol=1e-14)
-        torch.testing.assert_close(g_host, g_torch, rtol=1e-14, atol=1e-14)
+    reference = run("torch")
+    for path in ("eager", "host"):
+        for (v, g), (v_torch, g_torch) in zip(run(path), reference, strict=True):
+            torch.testing.assert_close(v, v_torch, rtol=1e-14, atol=1e-14)
+            torch.testing.assert_close(g, g_torch, rtol=1e-14, atol=1e-14)

@@ -131,6 +131,7 @@ def session_inputs(draw: st.DrawFn, *, max_sessions: int = 40, max_len: int = 30
     return scores, labels, lengths.astype(np.int32), loss_grad
 
 
+@pytest.mark.usefixtures("pair_walk")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=["f16", "f32", "f64"])
 @given(case=session_inputs())
 def test_pairwise_kernels_match_reference(dtype: type, case: tuple) -> None:
@@ -147,6 +148,7 @@ def test_pairwise_kernels_match_reference(dtype: type, case: tuple) -> None:
                                rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.usefixtures("planned_walk")
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="the parallel kernels need two threads")
 @given(case=session_inputs())
 def test_small_inputs_take_the_serial_twin_with_identical_results(case: tuple) -> None:
@@ -181,6 +183,7 @@ def test_pairwise_one_large_session_split_over_rows_matches_reference() -> None:
                                rtol=1e-11, atol=1e-16)
 
 
+@pytest.mark.usefixtures("planned_walk")
 def test_pairwise_result_does_not_depend_on_thread_count() -> None:
     rng = np.random.default_rng(2)
     lengths = rng.integers(0, 300, 9)
@@ -199,6 +202,7 @@ def test_pairwise_result_does_not_depend_on_thread_count() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.usefixtures("pair_walk")
 @pytest.mark.parametrize("scale", [1e30, 1e300])
 def test_pairwise_gradient_has_no_nan_for_huge_scores(scale: float) -> None:
     # spans beyond the fast path's exp range take the exact per-pair formulas
@@ -212,6 +216,7 @@ def test_pairwise_gradient_has_no_nan_for_huge_scores(scale: float) -> None:
     np.testing.assert_allclose(grad, pwl.reference_gradient(scores, labels, g), rtol=1e-12)
 
 
+@pytest.mark.usefixtures("pair_walk")
 def test_pairwise_fast_and_exact_paths_agree_at_the_span_limit() -> None:
     half = pair_loops.FAST_SPAN[np.dtype(np.float64)] / 2
     labels = np.array([0, 1, 2, 0, 1, 2])
@@ -225,6 +230,7 @@ def test_pairwise_fast_and_exact_paths_agree_at_the_span_limit() -> None:
                                    pwl.reference_gradient(scores, labels, np.ones(1)), rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.usefixtures("pair_walk")
 def test_pairwise_nan_and_inf_scores_behave_as_the_reference() -> None:
     labels = np.array([0, 1, 2, 0])
     for bad in (np.nan, np.inf, -np.inf):
@@ -234,6 +240,55 @@ def test_pairwise_nan_and_inf_scores_behave_as_the_reference() -> None:
                                    rtol=1e-14)
         np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, np.ones(1)),
                                    pwl.reference_gradient(scores, labels, np.ones(1)), rtol=1e-14)
+
+
+def _plan_of(lengths: list[int]) -> object:
+    lens = np.asarray(lengths, np.int64)
+    n = int(lens.sum())
+    return pair_loops.plan_sessions(np.zeros(n), np.zeros(n), lens, np.dtype(np.float64), full_rows=True)
+
+
+def test_calls_of_up_to_direct_pairs_pairs_take_the_direct_walk() -> None:
+    assert pair_loops.DIRECT_PAIRS == 4096  # 91 items have 4,095 pairs, 92 items 4,186
+    for lengths in ([91], [91, 2], [0, 1, 1, 91], [64] * 2, [10] * 91, [], [0, 1]):
+        assert isinstance(_plan_of(lengths), pair_loops.DirectPlan), lengths
+    for lengths in ([92], [91, 3], [10] * 92, [4097, 0]):
+        assert isinstance(_plan_of(lengths), pair_loops.SessionPlan), lengths
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([1e-3, 1.0, 30.0, 400.0, 1e30]),
+       lambdarank=st.booleans())
+def test_direct_and_planned_walks_agree(dtype: type, seed: int, spread: float, lambdarank: bool) -> None:
+    # the same losses and gradients, LambdaRank's weights included, whichever walk a call takes; the direct
+    # walk works in float64 whatever the scores' dtype, the planned one in float32 for float16/float32
+    from pairloss.ops import lambdarank as lr
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 25, rng.integers(1, 10))
+    n = int(lengths.sum())
+    big = float(np.finfo(dtype).max) / 4  # 1e30 in float16 is its largest values, not inf
+    scores = np.clip(rng.standard_normal(n) * spread, -big, big).astype(dtype)
+    labels = rng.integers(0, 4, n).astype(np.float64)
+    g = rng.standard_normal(lengths.size).astype(dtype)
+    args = {"sigma": 1.5, "topn": int(rng.integers(0, 6)), "gain": "exp2"} if lambdarank else {}
+    mod = lr if lambdarank else pwl
+
+    def run() -> tuple[np.ndarray, ...]:
+        fused_y, unit = mod.forward_with_unit_gradient_cpu(scores, labels, lengths, **args)
+        return (mod.forward_cpu(scores, labels, lengths, **args), mod.gradient_cpu(scores, labels, g, lengths, **args),
+                fused_y, unit)
+
+    direct = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pair_loops, "DIRECT_PAIRS", -1)
+        planned = run()
+    tol = 1e-12 if dtype == np.float64 else TOL[np.float32] if dtype == np.float32 else 2e-3
+    for k, (a, b) in enumerate(zip(direct, planned, strict=True)):
+        assert a.dtype == b.dtype and (k == 3 or a.dtype == dtype)  # the unit gradient stays float64
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol)
+    # one pass serves the forward and the fused call: their losses agree to the bit
+    np.testing.assert_array_equal(direct[0], direct[2])
 
 
 @pytest.mark.parametrize(("precision", "rtol"), [(np.float32, 2.5e-7), (np.float64, 4e-16)])
@@ -247,6 +302,7 @@ def test_log1p_series_is_accurate_on_the_unit_interval(precision: type, rtol: fl
     np.testing.assert_allclose(got, np.log1p(q.astype(np.float64)), rtol=rtol)
 
 
+@pytest.mark.usefixtures("planned_walk")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_diagonal_chunks_and_rows_agree_with_the_reference(dtype: type, seed: int) -> None:
@@ -363,3 +419,24 @@ def test_triton_kernels_compile_for_sm90() -> None:
     src = ASTSource(negative._negative_kernel, {"x_ptr": "*i32", "y_ptr": "*i32", "n": "i32", "BLOCK": "constexpr"},
                     {"BLOCK": 1024})
     assert "cubin" in triton.compile(src, target=target).asm
+
+
+# ---- the sessions a mean averages over ------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.bool_, np.float16, np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_sessions_with_pairs_follows_its_definition(dtype: type, seed: int) -> None:
+    from pairloss._checks import FLT_EPSILON
+    from pairloss.ops.sessions import sessions_with_pairs
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 6, rng.integers(0, 12))
+    n = int(lengths.sum())
+    labels = rng.integers(0, 2 if dtype == np.bool_ else rng.integers(1, 4), n).astype(dtype)
+    if dtype == np.float32 and n:
+        labels[rng.integers(0, n)] += np.float32(FLT_EPSILON / 4)  # a near-tie still ties
+    column = labels[:, None] if rng.random() < 0.5 else labels
+    starts = np.cumsum(lengths) - lengths
+    want = [len(set(labels[a:a + k].astype(np.float64).tolist())) > 1
+            and np.ptp(labels[a:a + k].astype(np.float64)) >= FLT_EPSILON for a, k in zip(starts, lengths)]
+    got = sessions_with_pairs(column, lengths.astype(np.int64))
+    assert got.dtype == np.bool_ and got.tolist() == want

@@ -20,6 +20,9 @@ from hypothesis import strategies as st
 
 from pairloss import registry
 
+# every case on both walks of the pair loops (small inputs would otherwise never reach the planned one)
+pytestmark = pytest.mark.usefixtures("pair_walk")
+
 EXAMPLES = 300  # per (operator, surface): cases tried per run = EXAMPLES x len(CASES) x 2
 _DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint64, np.bool_, np.complex64,
            np.dtype(">f8"), np.dtype(">i4"), np.longdouble, "U3", "datetime64[s]", object]

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from pairloss.ops import lambdarank as lr
 from pairloss.ops import pairwise_loss as pwl
 
+# every case on both walks of the pair loops (small inputs would otherwise never reach the planned one)
+pytestmark = pytest.mark.usefixtures("pair_walk")
+
 
 def _ndcg(scores: np.ndarray, labels: np.ndarray) -> float:
     order = np.argsort(-scores, kind="stable")

@@ -14,6 +14,9 @@ from pairloss import registry
 from tests.caffe2_checks import assert_gradient_checks, assert_reference_checks
 from tests.strategies import sessions
 
+# every case on both walks of the pair loops (small inputs would otherwise never reach the planned one)
+pytestmark = pytest.mark.usefixtures("pair_walk")
+
 
 def softplus(z: float) -> float:
     return math.log1p(math.exp(z))

@@ -48,6 +48,12 @@ Every schema in :mod:`pairloss.registry` becomes the custom op ``pairloss::<snak
     only scales it by the output gradient. The registry's gradient operators remain the definition:
     where the backward is recorded (``create_graph=True``), under torch.func transforms and in forward mode,
     the generic function above runs;
+  - *eager path*: :func:`session_loss_eager` runs the same fused kernels from one ``autograd.Function``
+    without the custom op's dispatch, for :mod:`pairloss.nn.functional`'s calls on plain CPU tensors that
+    nothing else can see (:func:`eager_applies`: no compiler, torch.func transform, forward-mode AD, torch
+    function or dispatch mode, tensor subclass); at mini-batch sizes the dispatch cost more than the pairs.
+    Its values and gradients are the custom op's to the bit (its reductions sum in float64 on the host,
+    also for bfloat16, where the custom op's path leaves the sum to torch);
 
 * **vmap** (``register_vmap``): one generic rule for every op and overload. The registry declares no
   batching semantics, so it runs the op once per batch entry (``select`` along each input's batch
@@ -98,10 +104,12 @@ __all__ = [
     "NAMESPACE",
     "TENSOR_ARGS",
     "call_op",
+    "eager_applies",
     "inplace_op_name",
     "register_all",
     "registered_ops",
     "scale_gradient",
+    "session_loss_eager",
     "snake_case",
     "torch_op",
     "torch_op_name",
@@ -680,6 +688,118 @@ def _fused_applies(args: Sequence[Any]) -> bool:
     x = args[0]
     return (isinstance(x, torch.Tensor) and x.device.type == "cpu" and not _forward_ad_active()
             and not torch._C._are_functorch_transforms_active())
+
+
+# --------------------------------------------------------------------------------------------------------
+# Eager fast path: the fused kernels without the custom-op dispatch, for plain CPU tensors
+# --------------------------------------------------------------------------------------------------------
+# A training step on a mini-batch of a few dozen sessions spends more time in the custom op's layers
+# (dispatch, the dynamo-disabled kernel wrappers, two autograd Functions and the fake-shape checks: about
+# 0.5 ms of a 1 ms step at 64 sessions of 10 items) than in the pairs. Where nothing but plain eager
+# autograd can see the call, session_loss_eager runs the same registry kernels directly.
+def eager_applies(name: str, *tensors: torch.Tensor | None) -> bool:
+    """Whether :func:`session_loss_eager` may serve a call of op ``name`` on these tensors: an op with fused
+    gradient kernels, plain CPU tensors, and no compiler, tracer, torch.func transform, forward-mode AD,
+    torch function mode or dispatch mode to see the call."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return (all(t is None or (type(t) is torch.Tensor and t.device.type == "cpu") for t in tensors)
+            and not _forward_ad_active() and not torch._C._are_functorch_transforms_active()
+            and torch._C._len_torch_function_stack() == 0 and torch._C._len_torch_dispatch_stack() == 0
+            and registry.fused_gradient(name) is not None and registry.has_gradient(name)
+            and not registry.schema(name).unimplemented_gradients)
+
+
+@dataclass
+class _EagerCall:
+    """What the eager function needs besides its tensors (passed through autograd.Function.apply)."""
+
+    schema: OpSchema
+    args: dict[str, Any]
+    keep: slice | None
+    total_scale: Callable[[], float] | None
+
+
+def _host_sum(per_session: torch.Tensor, keep: slice | None, scale: float) -> torch.Tensor:
+    """``scale * per_session[keep].sum()``, summed in float64 (a torch reduction over many sessions opens an
+    OpenMP region whose spinning workers stall on a loaded machine; see functional._HostSum)."""
+    values = _to_numpy(per_session)
+    if keep is not None:
+        values = values[keep]
+    return torch.tensor(values.sum(dtype=np.float64) * scale, dtype=per_session.dtype)
+
+
+def _run_plain_kernel(call: _EagerCall, inputs: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    given = _trim(inputs, call.schema)
+    y = registry.kernel(call.schema.name, "cpu")(*[_to_numpy(t) for t in given], **call.args)
+    return torch.from_numpy(np.ascontiguousarray(y)).to(given[0].dtype)
+
+
+class _EagerFusedLoss(torch.autograd.Function):
+    """The fused forward (Y and the unit gradient in one pass) and its one-pass backward, reduced by
+    ``total_scale``; where the backward is recorded (``create_graph=True``) the registry's gradient
+    operators run, as in the custom op's fused function."""
+
+    @staticmethod
+    def forward(ctx: Any, scores: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor | None,
+                call: _EagerCall) -> torch.Tensor:  # type: ignore[override]
+        given = _trim([scores, labels, lengths], call.schema)
+        arrays = [_to_numpy(t) for t in given]
+        y, unit = registry.fused_gradient(call.schema.name).forward(*arrays, **call.args)  # type: ignore[union-attr]
+        per_session = torch.from_numpy(np.ascontiguousarray(y)).to(scores.dtype)
+        ctx.unit, ctx.call = unit, call
+        ctx.save_for_backward(scores, labels, lengths, per_session)
+        if call.total_scale is None:
+            return per_session
+        ctx.scale = call.total_scale()
+        return _host_sum(per_session, call.keep, ctx.scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
+        scores, labels, lengths, per_session = ctx.saved_tensors
+        call: _EagerCall = ctx.call
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        if call.total_scale is not None and call.keep is None and not torch.is_grad_enabled():
+            # every session's Y_grad is the same c, so X_grad = c * unit (linear in Y_grad): one product
+            # (NumPy: no torch parallel region), with c rounded to the dtype as the per-session path rounds it
+            c = (grad * ctx.scale).item()
+            x_grad = np.multiply(ctx.unit, c, dtype=np.float64).reshape(scores.shape)
+            return torch.from_numpy(x_grad).to(scores.dtype), None, None, None
+        if call.total_scale is None:
+            y_grad = grad
+        else:  # the scalar's gradient spread over the kept sessions
+            y_grad = torch.zeros_like(per_session)
+            y_grad[slice(None) if call.keep is None else call.keep] = grad * ctx.scale
+        if torch.is_grad_enabled():
+            grads = _registry_input_gradients(call.schema, [scores, labels, lengths], [per_session], [y_grad],
+                                              call.args)
+            return grads[0], None, None, None
+        given = _trim([scores, labels, lengths], call.schema)
+        x_grad = registry.fused_gradient(call.schema.name).backward(  # type: ignore[union-attr]
+            ctx.unit, _to_numpy(y_grad), *[_to_numpy(t) for t in given])
+        return torch.from_numpy(np.ascontiguousarray(x_grad)).to(scores.dtype), None, None, None
+
+
+def session_loss_eager(name: str, scores: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor | None,
+                       args: dict[str, Any], *, keep: slice | None = None,
+                       total_scale: Callable[[], float] | None = None) -> torch.Tensor:
+    """Session op ``name`` (one with :class:`pairloss.registry.FusedGradient` kernels) on plain CPU tensors
+    (:func:`eager_applies`), differentiable in ``scores``, without the custom op's dispatch.
+
+    ``total_scale`` None: the per-session outputs (``[keep]`` of them); else the scalar ``total_scale() *
+    sum(outputs[keep])``, summed in float64. ``total_scale`` is called after the kernel has validated the
+    inputs. Values and gradients are those of the custom op: the same kernels run.
+    """
+    s = registry.schema(name)
+    call = _EagerCall(s, s.resolve_args(args), keep, total_scale)
+    if torch.is_grad_enabled() and scores.requires_grad:
+        out = _EagerFusedLoss.apply(scores, labels, lengths, call)
+    else:
+        out = _run_plain_kernel(call, [scores, labels, lengths])
+        if total_scale is not None:
+            return _host_sum(out, keep, total_scale())
+    return out if total_scale is not None or keep is None else out[keep]
 
 
 def _input_shape(saved: _Saved, k: int, ws: dict[str, torch.Tensor]) -> tuple[int, ...]:

@@ -30,6 +30,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from pairloss._checks import FLT_EPSILON
-from pairloss.nn._torch_ops import scale_gradient, torch_op
+from pairloss.nn._torch_ops import eager_applies, scale_gradient, session_loss_eager, torch_op
 from pairloss.nn._validation import (
     Reduction,
     Scalar,
@@ -52,6 +53,7 @@ from pairloss.nn._validation import (
     scalar_tensor,
     value_checks_possible,
 )
+from pairloss.ops.sessions import sessions_with_pairs
 
 __all__ = [
     "lambdarank_loss",
@@ -65,14 +67,15 @@ __all__ = [
 # Resolved once at import (dynamo then sees plain module constants, not registry look-ups).
 _MARGIN_RANKING = torch_op("MarginRankingCriterion")
 _MARGIN_RANKING_T = torch_op("MarginRankingCriterion", tensor_args=True)
-_PAIRWISE_LOGISTIC = torch_op("PairWiseLoss")
 _NEGATIVE = torch_op("Negative")
 _NEGATE_GRADIENT = torch_op("NegateGradient")
-_PAIRWISE_HINGE = torch_op("PairWiseHingeLoss")
-_PAIRWISE_HINGE_T = torch_op("PairWiseHingeLoss", tensor_args=True)
-_LAMBDARANK = torch_op("LambdaRankLoss")
-_LAMBDARANK_T = torch_op("LambdaRankLoss", tensor_args=True)
 _SCALE_GRADIENT_T = torch.ops.pairloss.scale_gradient.tensor_args
+# registry name -> (op, its tensor_args overload or None)
+_SESSION_OPS = {
+    "PairWiseLoss": (torch_op("PairWiseLoss"), None),
+    "PairWiseHingeLoss": (torch_op("PairWiseHingeLoss"), torch_op("PairWiseHingeLoss", tensor_args=True)),
+    "LambdaRankLoss": (torch_op("LambdaRankLoss"), torch_op("LambdaRankLoss", tensor_args=True)),
+}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -291,18 +294,7 @@ class _HostSum(torch.autograd.Function):
 
 def _host_sessions_with_pairs(labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """_sessions_with_pairs on host arrays (the lengths are valid: the kernel has run)."""
-    lens = lengths.astype(np.int64)
-    has_pair = np.zeros(lens.size, np.bool_)
-    filled = np.flatnonzero(lens > 0)
-    if filled.size:
-        starts = (np.cumsum(lens) - lens)[filled]  # empty sessions dropped: each segment is one session
-        lab = labels.reshape(-1)
-        if np.issubdtype(lab.dtype, np.floating):
-            lab = lab.astype(np.float64)
-            has_pair[filled] = np.maximum.reduceat(lab, starts) - np.minimum.reduceat(lab, starts) >= FLT_EPSILON
-        else:
-            has_pair[filled] = np.maximum.reduceat(lab, starts) > np.minimum.reduceat(lab, starts)
-    return has_pair
+    return sessions_with_pairs(labels, lengths.astype(np.int64, copy=False))
 
 
 def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -> Tensor:
@@ -325,15 +317,51 @@ def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -
     return per_session.sum() / count
 
 
-def _session_loss(op: torch._ops.OpOverload, op_t: torch._ops.OpOverload | None, sessions: _Sessions,
-                  reduction: str, floats: dict[str, Scalar] | None = None, others: dict[str, Any] | None = None
-                  ) -> Tensor:
-    """Run a session op on packed sessions and reduce. ``floats``: its float arguments in schema order
-    (any given as a tensor, or any under dynamo, selects the ``tensor_args`` overload); ``others``: the rest."""
+def _mean_scale(sessions: _Sessions) -> Callable[[], float]:
+    """1 / (kept sessions with a pair), from host labels and lengths (called once the kernel has validated
+    them)."""
+
+    def scale() -> float:
+        labels = sessions.labels.detach()
+        if labels.dtype == torch.bfloat16:  # no NumPy dtype; float32 holds every bfloat16 exactly
+            labels = labels.float()
+        with_pairs = _host_sessions_with_pairs(labels.resolve_neg().numpy(),
+                                               sessions.lengths.detach().numpy())  # type: ignore[union-attr]
+        if sessions.keep is not None:
+            with_pairs = with_pairs[sessions.keep]
+        return 1.0 / max(int(with_pairs.sum()), 1)
+
+    return scale
+
+
+def _session_loss_eager(name: str, sessions: _Sessions, reduction: str, args: dict[str, Any]) -> Tensor:
+    if reduction == "none":
+        scale = None
+    elif reduction == "sum" or sessions.lengths is None:
+        scale = _unit_scale
+    else:
+        scale = _mean_scale(sessions)
+    return session_loss_eager(name, sessions.scores, sessions.labels, sessions.lengths, args, keep=sessions.keep,
+                              total_scale=scale)
+
+
+def _unit_scale() -> float:
+    return 1.0
+
+
+def _session_loss(name: str, sessions: _Sessions, reduction: str, floats: dict[str, Scalar] | None = None,
+                  others: dict[str, Any] | None = None) -> Tensor:
+    """Run session op ``name`` on packed sessions and reduce. ``floats``: its float arguments in schema order
+    (any given as a tensor, or any under dynamo, selects the ``tensor_args`` overload); ``others``: the rest.
+    Plain eager CPU calls skip the custom op's dispatch (:func:`pairloss.nn._torch_ops.session_loss_eager`)."""
     args = (sessions.scores, sessions.labels, sessions.lengths)
     floats, others = floats or {}, others or {}
     as_tensors = {k: scalar_tensor(v) for k, v in floats.items()}
-    if all(t is None for t in as_tensors.values()):
+    plain_floats = all(t is None for t in as_tensors.values())
+    if plain_floats and eager_applies(name, *args):
+        return _session_loss_eager(name, sessions, reduction, {**floats, **others})
+    op, op_t = _SESSION_OPS[name]
+    if plain_floats:
         per_session = op(*args, **floats, **others)
     else:
         device = sessions.scores.device
@@ -450,7 +478,7 @@ def pairwise_logistic_loss(scores: Tensor, labels: Tensor, lengths: Tensor | Non
     """
     reduction = check_reduction(reduction)
     sessions = _sessions(scores, labels, lengths, mask, padding_label)
-    return _session_loss(_PAIRWISE_LOGISTIC, None, sessions, reduction)
+    return _session_loss("PairWiseLoss", sessions, reduction)
 
 
 def pairwise_hinge_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None = None, margin: Scalar = 1.0,
@@ -489,7 +517,7 @@ def pairwise_hinge_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None =
     reduction = check_reduction(reduction)
     m = check_scalar("margin", margin)
     sessions = _sessions(scores, labels, lengths, mask, padding_label)
-    return _session_loss(_PAIRWISE_HINGE, _PAIRWISE_HINGE_T, sessions, reduction, {"margin": m})
+    return _session_loss("PairWiseHingeLoss", sessions, reduction, {"margin": m})
 
 
 def lambdarank_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None = None, *, sigma: Scalar = 1.0,
@@ -529,7 +557,7 @@ def lambdarank_loss(scores: Tensor, labels: Tensor, lengths: Tensor | None = Non
         msg = f"gain must be 'exp2' or 'linear'; got {gain!r}"
         raise TypeError(msg)
     sessions = _sessions(scores, labels, lengths, mask, padding_label)
-    return _session_loss(_LAMBDARANK, _LAMBDARANK_T, sessions, reduction, {"sigma": sig},
+    return _session_loss("LambdaRankLoss", sessions, reduction, {"sigma": sig},
                          {"topn": topn, "gain": gain})
 
 

@@ -23,6 +23,9 @@ path: ``exp``/``log1p`` in float64, the reference's formulas, so extreme scores 
 
 Work layout (results do not depend on the number of threads):
 
+- **small calls** (at most ``DIRECT_PAIRS`` label pairs, a training mini-batch) skip the plan: one serial
+  pass walks each session's pairs once in float64 (one ``exp`` per item, the same series, no branch on the
+  labels), since building the vectorised walk's working arrays would cost more than the pairs; otherwise:
 - **small sessions** (fast, 2 to ``SMALL_SESSION`` items) are walked by *diagonals*: for :math:`d = 1, 2,
   \dots` every item :math:`k` pairs with :math:`k - d` when both lie in one session, so one contiguous,
   vectorised loop covers the pairs of many sessions at once, with no per-session overhead. Runs of such
@@ -51,9 +54,11 @@ from pairloss._checks import FLT_EPSILON
 
 __all__ = [
     "CHUNK_ITEMS",
+    "DIRECT_PAIRS",
     "FAST_SPAN",
     "PAD",
     "SMALL_SESSION",
+    "DirectPlan",
     "PairWeights",
     "SessionPlan",
     "diagonal_chunks",
@@ -65,6 +70,10 @@ __all__ = [
 ]
 
 SMALL_SESSION = 32
+#: A call with at most this many label pairs (unordered, ties included) skips the plan: one compiled pass
+#: in float64 computes loss and gradient per pair (scalar log1p), where building the vectorised loops'
+#: working arrays would cost more than its pairs (a mini-batch of 64 sessions of 10 items has 2,880 pairs).
+DIRECT_PAIRS = 4096
 CHUNK_ITEMS = 2048
 # exp(+-span/2) must stay a normal number in the working precision
 FAST_SPAN = {np.dtype(np.float32): 80.0, np.dtype(np.float64): 600.0}
@@ -108,6 +117,16 @@ class SessionPlan:
     w_min: np.floating
     eps: np.floating  # the tie tolerance in the labels' dtype
     parallel: bool
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    """A small call's walk (at most ``DIRECT_PAIRS`` pairs): each session's pairs in one float64 pass."""
+
+    lens: np.ndarray  # (S,) int64
+    offsets: np.ndarray  # (S + 1,) int64
+    x64: np.ndarray  # scores as float64
+    labels64: np.ndarray
 
 
 # ---- planning -----------------------------------------------------------------------------------------
@@ -204,11 +223,14 @@ def _row_tasks(offsets, sessions, full_rows, n_tasks):  # pragma: no cover - com
 
 
 def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, precision: np.dtype, *,
-                  full_rows: bool) -> SessionPlan:
-    """The walk of one call. ``full_rows``: the gradient's rows (both triangles) rather than the forward's."""
+                  full_rows: bool) -> SessionPlan | DirectPlan:
+    """The walk of one call. ``full_rows``: the gradient's rows (both triangles) rather than the forward's.
+    A call of at most ``DIRECT_PAIRS`` pairs gets a :class:`DirectPlan` whatever the precision."""
     precision = np.dtype(precision)
     offsets = np.zeros(lens.size + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
+    if int(np.dot(lens, lens)) <= 2 * DIRECT_PAIRS + int(offsets[-1]):  # sum n (n - 1) / 2 <= DIRECT_PAIRS
+        return DirectPlan(lens, offsets, np.asarray(flat_scores, dtype=np.float64), labels64)
     # float16 has no Numba arithmetic; float32 and float64 are read as they are
     # (float16 widens to float32 exactly, so half scores share the float32 compilation of every loop)
     narrow = flat_scores.dtype in (np.float16, np.float32)
@@ -590,6 +612,109 @@ def _session_sums(offsets, values, out):  # pragma: no cover - compiled
         out[s] = total
 
 
+# ---- direct pass (small calls) --------------------------------------------------------------------------
+@numba.njit(**_INLINE)
+def _direct_fast_session(x, lab, gain, disc, e, lo, hi, eps, coef, wmin, with_slope, slope):  # pragma: no cover
+    # The module doc's fast formulas on one session, each unordered pair once, without a branch on the labels
+    # (random labels mispredict one branch in two, which cost more than the pair): the pair's weight is 0 when
+    # it ties, and item j's share of the slope is minus item i's (the term depends on x_j - x_i only).
+    total = 0.0
+    count = 0.0
+    for i in range(lo, hi):
+        xi, li, ei = x[i], lab[i], e[i - lo]
+        slope_i = 0.0
+        for j in range(i + 1, hi):
+            ej = e[j - lo]
+            dl = li - lab[j]
+            discordant = abs(dl) >= eps
+            w = 1.0 if gain is None else abs(gain[i] - gain[j]) * abs(disc[i] - disc[j])
+            w = w if discordant else 0.0
+            diff = x[j] - xi
+            z = diff if dl > 0 else -diff  # x_lo - x_hi
+            total += w * (max(z, 0.0) + _log1p_ratio(min(ei, ej), max(ei, ej), coef, wmin))
+            count += 1.0 if discordant else 0.0
+            if with_slope:
+                d_i = w * (-ej if dl > 0 else ei) / (ei + ej)  # d (w softplus(x_lo - x_hi)) / dx_i
+                slope_i += d_i
+                slope[j] -= d_i
+        if with_slope:
+            slope[i] += slope_i
+    return total, count
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _direct_pass(x, lab, gain, disc, inv, offsets, eps, coef, wmin, with_slope, sums, pairs, slope):  # pragma: no cover
+    # Each unordered pair once, float64, by the module doc's formulas: one exp per item (sessions spanning
+    # more than FAST_SPAN[float64] or holding inf/NaN take the exact ones), log1p by the float64 series.
+    span_limit = 600.0  # FAST_SPAN[float64]
+    longest = 0
+    for s in range(offsets.size - 1):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    e = np.empty(longest)
+    for s in range(offsets.size - 1):
+        lo, hi = offsets[s], offsets[s + 1]
+        sums[s] = 0.0
+        pairs[s] = 0.0
+        if hi - lo < 2:
+            continue
+        xmin, xmax = x[lo], x[lo]
+        finite = True
+        for k in range(lo, hi):
+            xmin = min(xmin, x[k])
+            xmax = max(xmax, x[k])
+            finite &= np.isfinite(x[k])
+        if finite and xmax - xmin <= span_limit:
+            centre = 0.5 * xmin + 0.5 * xmax
+            for k in range(lo, hi):
+                e[k - lo] = np.exp(x[k] - centre)
+            total, count = _direct_fast_session(x, lab, gain, disc, e, lo, hi, eps, coef, wmin, with_slope, slope)
+        else:
+            total, count = _direct_exact_session(x, lab, gain, disc, lo, hi, eps, with_slope, slope)
+        if inv is not None:
+            total *= inv[lo]
+            if with_slope:
+                for k in range(lo, hi):
+                    slope[k] *= inv[lo]
+        sums[s] = total
+        pairs[s] = count
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _direct_exact_session(x, lab, gain, disc, lo, hi, eps, with_slope, slope):  # pragma: no cover - compiled
+    # the reference's exp/log1p per pair: spans beyond exp's range, inf and NaN behave as there
+    total = 0.0
+    count = 0.0
+    for i in range(lo, hi):
+        for j in range(i + 1, hi):
+            dl = lab[i] - lab[j]
+            if abs(dl) < eps:
+                continue
+            top, bottom = (i, j) if dl > 0.0 else (j, i)
+            z = x[bottom] - x[top]
+            w = 1.0 if gain is None else abs(gain[i] - gain[j]) * abs(disc[i] - disc[j])
+            total += w * _softplus_exact(z)
+            count += 1.0
+            if with_slope:
+                sig = _sigmoid_exact(z)
+                slope[top] -= w * sig
+                slope[bottom] += w * sig
+    return total, count
+
+
+_FLOAT64 = np.dtype(np.float64)
+_DIRECT_COEFFICIENTS = tuple(1.0 / (2 * k + 1) for k in range(_SERIES_TERMS[_FLOAT64]))
+
+
+def _direct(plan: DirectPlan, weights: PairWeights | None, with_slope: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss sum, discordant pairs, d pair sum / dx per item or zeros) of a direct plan, float64."""
+    sums, pairs, slope = np.empty(plan.lens.size), np.empty(plan.lens.size), np.zeros(plan.x64.size)
+    gain, disc, inv = (None, None, None) if weights is None else (weights.gain, weights.discount, weights.inv_ideal)
+    _direct_pass(plan.x64, plan.labels64, gain, disc, inv, plan.offsets, FLT_EPSILON, _DIRECT_COEFFICIENTS,
+                 _W_MIN[_FLOAT64], with_slope, sums, pairs, slope)
+    return sums, pairs, slope
+
+
 def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Gains and discounts in the working precision, the inverse ideal DCG folded into the discounts' use.
 
@@ -601,8 +726,12 @@ def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.n
     return _padded(weights.gain.astype(plan.e.dtype)), _padded(weights.discount.astype(plan.e.dtype))
 
 
-def logistic_forward(plan: SessionPlan, weights: PairWeights | None = None) -> tuple[np.ndarray, np.ndarray]:
+def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(loss sum, discordant pairs) per session, float64: the weighted sum of softplus(x_lo - x_hi)."""
+    if isinstance(plan, DirectPlan):
+        sums, pairs, _ = _direct(plan, weights, with_slope=False)
+        return sums, pairs
     gain, disc = _weight_arrays(plan, weights)
     n = plan.x64.size
     item_sum = np.zeros(n)
@@ -621,8 +750,12 @@ def logistic_forward(plan: SessionPlan, weights: PairWeights | None = None) -> t
     return sums, pairs
 
 
-def logistic_gradient(plan: SessionPlan, weights: PairWeights | None = None) -> tuple[np.ndarray, np.ndarray]:
+def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """(d pair sum / dx per item, discordant pairs per session), float64."""
+    if isinstance(plan, DirectPlan):
+        _, pairs, slope = _direct(plan, weights, with_slope=True)
+        return slope, pairs
     gain, disc = _weight_arrays(plan, weights)
     n = plan.x64.size
     out = np.zeros(n)
@@ -639,10 +772,12 @@ def logistic_gradient(plan: SessionPlan, weights: PairWeights | None = None) -> 
     return out, pairs
 
 
-def logistic_forward_and_gradient(plan: SessionPlan, weights: PairWeights | None = None
+def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
                                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(loss sum, discordant pairs, d pair sum / dx per item) on one gradient plan (``full_rows=True``):
-    the fused call of the torch path, one planning for both loops."""
+    the fused call of the torch path, one planning for both loops (one pass for a direct plan)."""
+    if isinstance(plan, DirectPlan):
+        return _direct(plan, weights, with_slope=True)
     sums, pairs = logistic_forward(_forward_rows(plan), weights)
     slope, _ = logistic_gradient(plan, weights)
     return sums, pairs, slope

@@ -326,7 +326,7 @@ def pairwise_loss(scores: npt.ArrayLike, labels: npt.ArrayLike,
         >>> scores = np.array([2.0, 1.0, 0.0, 3.0, 3.0], np.float32)
         >>> labels = np.array([1, 0, 0, 2, 2])
         >>> pairwise_loss(scores, labels, lengths=np.array([3, 2]))   # session 2 is all tied
-        array([0.22009483, 0.        ], dtype=float32)
+        array([0.22009484, 0.        ], dtype=float32)
 
     References:
         Burges et al., 2005, "Learning to rank using gradient descent".

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._checks import as_float_array, as_session_labels, check_lengths, column_to_flat
+from pairloss._checks import FLT_EPSILON, as_float_array, as_session_labels, check_lengths, column_to_flat
 
 __all__ = [
     "LENGTHS_DOC",
@@ -22,6 +22,7 @@ __all__ = [
     "prepare_second_order",
     "prepare_sessions",
     "scale_unit_gradient",
+    "sessions_with_pairs",
     "sigmoid",
     "softplus",
     "times_session_values",
@@ -51,6 +52,33 @@ def prepare_sessions(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.
         msg = f"loss_grad must have one entry per session, shape ({lens.size},); got shape {g.shape}"
         raise ValueError(msg)
     return x, flat, labels64, lens, g
+
+
+def sessions_with_pairs(labels: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Which sessions hold a label-discordant pair (labels differing by at least FLT_EPSILON, as the
+    kernels count them): the sessions a ``reduction="mean"`` averages over. ``labels`` (N,) or (N, 1) of any
+    real dtype and ``lens`` (S,) are valid (a kernel has checked them)."""
+    flat = labels.reshape(-1)
+    if flat.dtype == np.float16:  # no Numba arithmetic; float32 holds every float16 exactly
+        flat = flat.astype(np.float32)
+    return _with_pairs_loop(flat, lens, FLT_EPSILON, np.zeros(lens.size, np.bool_))
+
+
+@numba.njit(cache=True, nogil=True)
+def _with_pairs_loop(labels, lens, eps, out):  # pragma: no cover - compiled
+    # one pass and one call (four NumPy reductions cost more than the pass at mini-batch sizes)
+    start = 0
+    for s in range(lens.size):
+        stop = start + lens[s]
+        if stop > start:
+            lo = hi = np.float64(labels[start])
+            for k in range(start + 1, stop):
+                v = np.float64(labels[k])
+                lo = min(lo, v)
+                hi = max(hi, v)
+            out[s] = hi - lo >= eps
+        start = stop
+    return out
 
 
 def prepare_second_order(scores: npt.ArrayLike, labels: npt.ArrayLike, loss_grad: npt.ArrayLike,
