@@ -121,14 +121,15 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
     if arr.shape[0] != n:
         msg = f"{name} must have one entry per score: expected {n}; got {arr.shape[0]}"
         raise ValueError(msg)
-    if arr.dtype.kind in "iu" and arr.size and (arr.max() > 2**53 or arr.min() < -(2**53)):
+    # (only 64-bit integers reach 2^53)
+    if arr.dtype.kind in "iu" and arr.itemsize == 8 and arr.size and (arr.max() > 2**53 or arr.min() < -(2**53)):
         # float64 (the kernels' label dtype) holds every integer up to 2^53 exactly; beyond, distinct labels
         # could tie
         msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(arr.max(), -arr.min())}"
         raise ValueError(msg)
     flat = arr.reshape(n).astype(np.float64)
-    bad = ~np.isfinite(flat)
-    if bad.any():
+    if arr.dtype.kind == "f" and not np.isfinite(flat).all():
+        bad = ~np.isfinite(flat)
         msg = f"{name} must be finite; got NaN or inf at positions {describe_values(np.flatnonzero(bad))}"
         raise ValueError(msg)
     return flat
@@ -150,10 +151,11 @@ def check_lengths(value: npt.ArrayLike | None, n: int, name: str = "lengths") ->
         msg = f"{name} must be non-negative sizes of at most N={n}; got {describe_values(arr)}"
         raise ValueError(msg)
     lengths = arr.astype(np.int64)
-    running = np.cumsum(lengths)
-    total = int(running[-1]) if running.size else 0
-    if total != n or (running.size and running.max() > n):
-        shown = f"sum({name})={total}" if running.max(initial=0) <= n else f"sum({name}) > {n}"
+    # sizes in [0, n]: the running sum is non-decreasing and cannot wrap (S * n < 2^63), so its last value
+    # is its largest
+    total = int(lengths.sum())
+    if total != n:
+        shown = f"sum({name})={total}" if total <= n else f"sum({name}) > {n}"
         msg = f"{name} must sum to the number of scores N={n}; got {shown} ({name}={describe_values(lengths)})"
         raise ValueError(msg)
     return lengths
