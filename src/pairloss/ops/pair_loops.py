@@ -130,23 +130,29 @@ class DirectPlan:
 
 
 # ---- planning -----------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, inline="always")
+def _session_centre(x, lo, hi, span_limit):  # pragma: no cover - compiled
+    """(centre, fast) of the non-empty session x[lo:hi]: fast when its scores are finite and span at most
+    ``span_limit``, the centre then halfway between its extremes (else 0)."""
+    xmin, xmax = x[lo], x[lo]
+    finite = True
+    for k in range(lo, hi):
+        xmin = min(xmin, x[k])
+        xmax = max(xmax, x[k])
+        finite &= np.isfinite(x[k])  # min/max may skip a NaN
+    if finite and xmax - xmin <= span_limit:
+        return 0.5 * xmin + 0.5 * xmax, True
+    return 0.0, False
+
+
 @numba.njit(cache=True, nogil=True)
 def _centres(x, offsets, span_limit, centre, fast):  # pragma: no cover - compiled
     for s in range(offsets.size - 1):
         lo, hi = offsets[s], offsets[s + 1]
         centre[s] = 0.0
         fast[s] = False
-        if hi == lo:
-            continue
-        xmin, xmax = x[lo], x[lo]
-        finite = True
-        for k in range(lo, hi):
-            xmin = min(xmin, x[k])
-            xmax = max(xmax, x[k])
-            finite &= np.isfinite(x[k])  # min/max may skip a NaN
-        if finite and xmax - xmin <= span_limit:
-            centre[s] = 0.5 * xmin + 0.5 * xmax
-            fast[s] = True
+        if hi > lo:
+            centre[s], fast[s] = _session_centre(x, lo, hi, span_limit)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -657,14 +663,8 @@ def _direct_pass(x, lab, gain, disc, inv, offsets, eps, coef, wmin, with_slope, 
         pairs[s] = 0.0
         if hi - lo < 2:
             continue
-        xmin, xmax = x[lo], x[lo]
-        finite = True
-        for k in range(lo, hi):
-            xmin = min(xmin, x[k])
-            xmax = max(xmax, x[k])
-            finite &= np.isfinite(x[k])
-        if finite and xmax - xmin <= span_limit:
-            centre = 0.5 * xmin + 0.5 * xmax
+        centre, fast = _session_centre(x, lo, hi, span_limit)
+        if fast:
             for k in range(lo, hi):
                 e[k - lo] = np.exp(x[k] - centre)
             total, count = _direct_fast_session(x, lab, gain, disc, e, lo, hi, eps, coef, wmin, with_slope, slope)
