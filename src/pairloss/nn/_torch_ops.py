@@ -105,6 +105,7 @@ __all__ = [
     "TENSOR_ARGS",
     "call_op",
     "eager_applies",
+    "host_sum",
     "inplace_op_name",
     "register_all",
     "registered_ops",
@@ -703,8 +704,8 @@ def eager_applies(name: str, *tensors: torch.Tensor | None) -> bool:
     torch function mode or dispatch mode to see the call."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    return (all(t is None or (type(t) is torch.Tensor and t.device.type == "cpu") for t in tensors)
-            and not _forward_ad_active() and not torch._C._are_functorch_transforms_active()
+    return (_fused_applies(tensors)
+            and all(t is None or (type(t) is torch.Tensor and t.device.type == "cpu") for t in tensors)
             and torch._C._len_torch_function_stack() == 0 and torch._C._len_torch_dispatch_stack() == 0
             and registry.fused_gradient(name) is not None and registry.has_gradient(name)
             and not registry.schema(name).unimplemented_gradients)
@@ -720,13 +721,15 @@ class _EagerCall:
     total_scale: Callable[[], float] | None
 
 
-def _host_sum(per_session: torch.Tensor, keep: slice | None, scale: float) -> torch.Tensor:
-    """``scale * per_session[keep].sum()``, summed in float64 (a torch reduction over many sessions opens an
-    OpenMP region whose spinning workers stall on a loaded machine; see functional._HostSum)."""
-    values = _to_numpy(per_session)
-    if keep is not None:
-        values = values[keep]
-    return torch.tensor(values.sum(dtype=np.float64) * scale, dtype=per_session.dtype)
+def host_sum(values: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale * values.sum()`` of a CPU tensor, summed by NumPy in float64, in ``values``' dtype: a torch
+    reduction over many values opens an OpenMP parallel region whose spinning workers stall on a loaded
+    machine (measured in pairloss.nn.functional's _HostSum, its differentiable form)."""
+    return torch.tensor(_to_numpy(values).sum(dtype=np.float64) * scale, dtype=values.dtype)
+
+
+def _kept(values: torch.Tensor, keep: slice | None) -> torch.Tensor:
+    return values if keep is None else values[keep]
 
 
 def _run_plain_kernel(call: _EagerCall, inputs: Sequence[torch.Tensor | None]) -> torch.Tensor:
@@ -752,7 +755,7 @@ class _EagerFusedLoss(torch.autograd.Function):
         if call.total_scale is None:
             return per_session
         ctx.scale = call.total_scale()
-        return _host_sum(per_session, call.keep, ctx.scale)
+        return host_sum(_kept(per_session, call.keep), ctx.scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
@@ -798,8 +801,8 @@ def session_loss_eager(name: str, scores: torch.Tensor, labels: torch.Tensor, le
     else:
         out = _run_plain_kernel(call, [scores, labels, lengths])
         if total_scale is not None:
-            return _host_sum(out, keep, total_scale())
-    return out if total_scale is not None or keep is None else out[keep]
+            return host_sum(_kept(out, keep), total_scale())
+    return out if total_scale is not None else _kept(out, keep)
 
 
 def _input_shape(saved: _Saved, k: int, ws: dict[str, torch.Tensor]) -> tuple[int, ...]:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from pairloss._checks import FLT_EPSILON
-from pairloss.nn._torch_ops import eager_applies, scale_gradient, session_loss_eager, torch_op
+from pairloss.nn._torch_ops import eager_applies, host_sum, scale_gradient, session_loss_eager, torch_op
 from pairloss.nn._validation import (
     Reduction,
     Scalar,
@@ -280,8 +280,7 @@ class _HostSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, values: Tensor, scale: float) -> Tensor:  # type: ignore[override]
         ctx.shape, ctx.scale = values.shape, scale
-        total = values.detach().numpy().sum(dtype=np.float64) * scale
-        return torch.tensor(total, dtype=values.dtype)
+        return host_sum(values, scale)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
@@ -292,9 +291,13 @@ class _HostSum(torch.autograd.Function):
         return tangent.sum() * ctx.scale
 
 
-def _host_sessions_with_pairs(labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """_sessions_with_pairs on host arrays (the lengths are valid: the kernel has run)."""
-    return sessions_with_pairs(labels, lengths.astype(np.int64, copy=False))
+def _host_mean_scale(labels: np.ndarray, lengths: np.ndarray, keep: slice | None) -> float:
+    """1 / (kept sessions with a pair), at least one such session counted, from host arrays (the lengths
+    are valid: the kernel has run)."""
+    with_pairs = sessions_with_pairs(labels, lengths.astype(np.int64, copy=False))
+    if keep is not None:
+        with_pairs = with_pairs[keep]
+    return 1.0 / max(int(with_pairs.sum()), 1)
 
 
 def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -> Tensor:
@@ -305,10 +308,7 @@ def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -
         return _HostSum.apply(per_session, 1.0) if on_host else per_session.sum()
     labels, lengths = host_view(sessions.labels), host_view(sessions.lengths)
     if on_host and labels is not None and lengths is not None:
-        with_pairs = _host_sessions_with_pairs(labels, lengths)
-        if sessions.keep is not None:
-            with_pairs = with_pairs[sessions.keep]
-        return _HostSum.apply(per_session, 1.0 / max(int(with_pairs.sum()), 1))
+        return _HostSum.apply(per_session, _host_mean_scale(labels, lengths, sessions.keep))
     has_pair = _sessions_with_pairs(sessions.labels, sessions.lengths)
     if sessions.keep is not None:
         has_pair = has_pair[sessions.keep]
@@ -325,11 +325,8 @@ def _mean_scale(sessions: _Sessions) -> Callable[[], float]:
         labels = sessions.labels.detach()
         if labels.dtype == torch.bfloat16:  # no NumPy dtype; float32 holds every bfloat16 exactly
             labels = labels.float()
-        with_pairs = _host_sessions_with_pairs(labels.resolve_neg().numpy(),
-                                               sessions.lengths.detach().numpy())  # type: ignore[union-attr]
-        if sessions.keep is not None:
-            with_pairs = with_pairs[sessions.keep]
-        return 1.0 / max(int(with_pairs.sum()), 1)
+        return _host_mean_scale(labels.resolve_neg().numpy(), sessions.lengths.detach().numpy(),  # type: ignore[union-attr]
+                                sessions.keep)
 
     return scale
 
