@@ -7,7 +7,8 @@ must get the custom op instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -67,9 +68,12 @@ def _value_and_grad(fn: Callable[..., torch.Tensor], scores: torch.Tensor, args:
     return out.detach(), s.grad, EAGER in _graph_nodes(out)
 
 
-@pytest.fixture
-def custom_op_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(functional_module, "eager_applies", lambda *_a: False)
+@contextmanager
+def _custom_op_only() -> Iterator[None]:
+    """Every call through the custom op, as before the eager path."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(functional_module, "eager_applies", lambda *_a: False)
+        yield
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
@@ -82,8 +86,7 @@ def test_eager_path_equals_the_custom_op_to_the_bit(loss: str, layout: str, redu
     fn = LOSSES[loss]
     value, grad, eager = _value_and_grad(fn, scores, args, {**kwargs, "reduction": reduction})
     assert eager
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(functional_module, "eager_applies", lambda *_a: False)
+    with _custom_op_only():
         value_op, grad_op, eager_op = _value_and_grad(fn, scores, args, {**kwargs, "reduction": reduction})
     assert not eager_op
     assert value.dtype == value_op.dtype == dtype and grad.dtype == dtype and grad.shape == scores.shape
@@ -106,8 +109,7 @@ def test_eager_path_takes_labels_of_any_real_dtype(loss: str, label_dtype: torch
     args = (labels.to(label_dtype), lengths)
     value, grad, eager = _value_and_grad(LOSSES[loss], scores, args, {"reduction": "mean"})
     assert eager
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(functional_module, "eager_applies", lambda *_a: False)
+    with _custom_op_only():
         value_op, grad_op, _ = _value_and_grad(LOSSES[loss], scores, args, {"reduction": "mean"})
     # bfloat16 labels have no NumPy view, so the custom op's mean is taken by torch in float32, the eager
     # path's in float64 (one rounding): the last float32 bit may differ
@@ -131,8 +133,7 @@ def test_double_backward_through_the_eager_path_equals_the_custom_op(loss: str, 
 
     hv, grad_fn = hessian_vector_product()
     assert grad_fn == EAGER
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(functional_module, "eager_applies", lambda *_a: False)
+    with _custom_op_only():
         hv_op, _ = hessian_vector_product()
     torch.testing.assert_close(hv, hv_op, rtol=1e-14, atol=1e-14)
 
@@ -197,13 +198,11 @@ def test_transforms_and_forward_ad_get_the_custom_op_with_the_same_numbers() -> 
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_bad_input_on_the_eager_path_raises_as_the_custom_op(loss: str, custom_op_only: None) -> None:
+def test_bad_input_on_the_eager_path_raises_as_the_custom_op(loss: str) -> None:
     scores = torch.randn(5, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0.0, 1.0, float("inf"), 1.0, 0.0])
-    with pytest.raises(ValueError) as from_op:
+    with pytest.raises(ValueError) as eager:
         LOSSES[loss](scores, labels, torch.tensor([2, 3]))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(functional_module, "eager_applies", _torch_ops.eager_applies)
-        with pytest.raises(ValueError) as eager:
-            LOSSES[loss](scores, labels, torch.tensor([2, 3]))
+    with _custom_op_only(), pytest.raises(ValueError) as from_op:
+        LOSSES[loss](scores, labels, torch.tensor([2, 3]))
     assert str(eager.value) == str(from_op.value)
