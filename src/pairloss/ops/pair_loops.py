@@ -624,6 +624,8 @@ def _direct_fast_session(x, lab, gain, disc, e, lo, hi, eps, coef, wmin, with_sl
     # The module doc's fast formulas on one session, each unordered pair once, without a branch on the labels
     # (random labels mispredict one branch in two, which cost more than the pair): the pair's weight is 0 when
     # it ties, and item j's share of the slope is minus item i's (the term depends on x_j - x_i only).
+    # The formulas are _loss_term's and _slope_term's, written out: calling those two (fastmath, the weight
+    # applied after the division) measured 5-15 % slower per pair here.
     total = 0.0
     count = 0.0
     for i in range(lo, hi):
