@@ -306,8 +306,8 @@ def test_log1p_series_is_accurate_on_the_unit_interval(precision: type, rtol: fl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_diagonal_chunks_and_rows_agree_with_the_reference(dtype: type, seed: int) -> None:
-    # session sizes around the small-session limit and row lengths of every residue mod 8, cut into many
-    # small chunks: the diagonal walk, the row walk and its masked last group against the float64 loops
+    # session sizes around the small-session limit and row lengths of every residue mod 8 (LLVM's vector
+    # loops and their remainders), cut into many small chunks: the diagonal and row walks against float64
     rng = np.random.default_rng(seed)
     sizes = [0, 1, 2, 7, 8, 9, 15, 16, 17, pair_loops.SMALL_SESSION, pair_loops.SMALL_SESSION + 1, 40, 63, 64, 65]
     lengths = rng.permutation(np.array(sizes * 2))
@@ -322,6 +322,73 @@ def test_diagonal_chunks_and_rows_agree_with_the_reference(dtype: type, seed: in
                                    pwl.reference_forward(scores, labels, lengths), rtol=tol, atol=tol)
         np.testing.assert_allclose(pwl.gradient_cpu(scores, labels, g.astype(dtype), lengths),
                                    pwl.reference_gradient(scores, labels, g.astype(dtype), lengths), rtol=tol, atol=tol)
+
+
+_LABEL_KINDS = {
+    "grades": lambda rng, n: rng.integers(0, 5, n).astype(np.float64),
+    "grades above the counting range": lambda rng, n: rng.integers(60, 70, n).astype(np.float64),
+    "negative and fractional": lambda rng, n: rng.integers(-3, 3, n) * 0.5,
+    "near ties": lambda rng, n: rng.integers(0, 3, n) * pair_loops.FLT_EPSILON * rng.choice([0.5, 1.0, 1.5], n),
+    "all tied": lambda rng, n: np.full(n, 2.0),
+}
+
+
+@pytest.mark.parametrize("kind", list(_LABEL_KINDS))
+@given(seed=st.integers(0, 2**32 - 1))
+def test_sorted_rows_know_each_places_partners(kind: str, seed: int) -> None:
+    # The row sessions' walk order sorts each session by label, and lower_end / higher_start bound the
+    # places at least FLT_EPSILON below / above each place's label (the reference's tie rule), whichever sort
+    # (counting for grades below 64, merge sort otherwise) the session took
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice([0, 1, 5, pair_loops.SMALL_SESSION + 1, 40, 70], rng.integers(1, 6))
+    n = int(lengths.sum())
+    labels = _LABEL_KINDS[kind](rng, n)
+    plan = pair_loops.plan_sessions(rng.standard_normal(n), labels, lengths, np.dtype(np.float64), full_rows=True)
+    if isinstance(plan, pair_loops.DirectPlan):
+        return
+    offsets = plan.offsets
+    for s in np.flatnonzero(lengths > pair_loops.SMALL_SESSION):
+        a, b = offsets[s], offsets[s + 1]
+        order = plan.order[a:b]
+        assert sorted(order) == list(range(b - a))
+        walk = labels[a + order]
+        assert np.all(np.diff(walk) >= 0)
+        for k in range(b - a):
+            below = np.flatnonzero(walk[k] - walk >= pair_loops.FLT_EPSILON)
+            above = np.flatnonzero(walk - walk[k] >= pair_loops.FLT_EPSILON)
+            assert list(below) == list(range(plan.lower_end[a + k]))
+            assert list(above) == list(range(plan.higher_start[a + k], b - a))
+    for s in np.flatnonzero((lengths <= pair_loops.SMALL_SESSION) | ~plan.fast):  # every other item stays put
+        a, b = offsets[s], offsets[s + 1]
+        assert list(plan.order[a:b]) == list(range(b - a))
+
+
+@pytest.mark.usefixtures("planned_walk")
+@pytest.mark.parametrize("kind", list(_LABEL_KINDS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1), lambdarank=st.booleans())
+def test_sorted_rows_agree_with_the_reference(kind: str, dtype: type, seed: int, lambdarank: bool) -> None:
+    # row sessions of every label kind, beside diagonal and one-item sessions, against the float64 references
+    from pairloss.ops import lambdarank as lr
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.permutation(np.array([0, 1, 9, pair_loops.SMALL_SESSION + 1, 50, 77]))
+    n = int(lengths.sum())
+    scores = (rng.standard_normal(n) * 3).astype(dtype)
+    labels = _LABEL_KINDS[kind](rng, n)
+    g = rng.standard_normal(lengths.size).astype(dtype)
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    if lambdarank:  # NDCG gains need labels >= 0
+        labels = labels - min(0.0, labels.min())
+        args = {"sigma": 1.0, "topn": int(rng.integers(0, 12)), "gain": "linear"}
+        got = lr.forward_cpu(scores, labels, lengths, **args), lr.gradient_cpu(scores, labels, g, lengths, **args)
+        want = (lr.reference_forward(scores, labels, lengths, **args),
+                lr.reference_gradient(scores, labels, g, lengths, **args))
+    else:
+        got = pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths)
+        want = pwl.reference_forward(scores, labels, lengths), pwl.reference_gradient(scores, labels, g, lengths)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol)
 
 
 # ---- Triton kernels on CPU (TRITON_INTERPRET=1) -------------------------------------------------------

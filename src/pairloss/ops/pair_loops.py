@@ -30,9 +30,12 @@ Work layout (results do not depend on the number of threads):
   \dots` every item :math:`k` pairs with :math:`k - d` when both lie in one session, so one contiguous,
   vectorised loop covers the pairs of many sessions at once, with no per-session overhead. Runs of such
   sessions are cut into chunks of about ``CHUNK_ITEMS`` items, which stay in cache; chunks run in parallel;
-- **other sessions** are walked by *rows*: item :math:`i` against the items before it (forward) or against
-  every item of its session (gradient, so rows need no synchronisation), cut into tasks of about equal pair
-  counts, so one huge session and many medium ones both keep every thread busy.
+- **other sessions** are walked by *rows*, their items sorted by label (by counting when the labels are small
+  integers), so that the partners of item :math:`i` are two contiguous spans of its session: the items of
+  lower label (:math:`i` is the pair's upper item) and those of higher label. The forward walks the lower
+  span (each discordant pair once), the gradient both (rows need no synchronisation). A span needs no label
+  test, no tie mask and no pair count, and tied pairs are never visited. Rows are cut into tasks of about
+  equal pair counts, so one huge session and many medium ones both keep every thread busy.
 
 Pair weights (LambdaRank's :math:`|\Delta\text{NDCG}|`) are :math:`|G_i - G_j|\,|D_i - D_j|\,\text{inv}_i` from
 per-item gains :math:`G`, discounts :math:`D` and the inverse ideal DCG of the item's session; they are
@@ -56,7 +59,6 @@ __all__ = [
     "CHUNK_ITEMS",
     "DIRECT_PAIRS",
     "FAST_SPAN",
-    "PAD",
     "SMALL_SESSION",
     "DirectPlan",
     "PairWeights",
@@ -70,6 +72,7 @@ __all__ = [
 ]
 
 SMALL_SESSION = 32
+_COUNTED_GRADES = 64  # a row session whose labels are integers in [0, 64) is sorted by counting
 #: A call with at most this many label pairs (unordered, ties included) skips the plan: one compiled pass
 #: in float64 computes loss and gradient per pair (scalar log1p), where building the vectorised loops'
 #: working arrays would cost more than its pairs (a mini-batch of 64 sessions of 10 items has 2,880 pairs).
@@ -102,17 +105,23 @@ class SessionPlan:
     lens: np.ndarray  # (S,) int64
     offsets: np.ndarray  # (S + 1,) int64
     fast: np.ndarray  # (S,) bool: the vectorised path applies
+    # The working arrays (x, labels, e, pos, lower_end, higher_start) follow the walk's order: the items of
+    # each sorted session (fast row sessions) by ascending label, every other item where it was.
+    # (N,) int32, counted from the start of the place's session: the item at each place of the walk; the
+    # places of lower label are those before lower_end, those of higher label from higher_start on
+    order: np.ndarray
+    lower_end: np.ndarray
+    higher_start: np.ndarray
     x: np.ndarray  # scores, working precision
-    x64: np.ndarray  # scores, float32 (from float16/32) or float64; the exact path computes in float64
+    x64: np.ndarray  # scores in the given order, float32 (from float16/32) or float64, for the exact path
     labels: np.ndarray  # labels in the working precision where that is exact, else float64
-    labels64: np.ndarray
+    labels64: np.ndarray  # in the given order, for the exact path
     e: np.ndarray  # exp(x - centre of the session), working precision (meaningless for exact sessions)
     pos: np.ndarray  # position of each item within its session, working precision
     chunks: np.ndarray  # (C, 2) item ranges of the diagonal chunks
     chunk_depth: np.ndarray  # (C,) size of the largest session in each chunk
-    row_tasks: np.ndarray  # (T + 1,) row boundaries of the row tasks over the row sessions
-    row_items: np.ndarray  # items of the row sessions, in order (tasks index into it)
-    lanes: np.ndarray  # 0..7 in the working precision, for the masked last group of a row
+    row_tasks: np.ndarray  # (T + 1, 2) where each row task starts: (index into row_sessions, row in it)
+    row_sessions: np.ndarray  # the sessions walked by rows, in order
     coefficients: tuple  # atanh series, working precision
     w_min: np.floating
     eps: np.floating  # the tie tolerance in the labels' dtype
@@ -155,22 +164,89 @@ def _centres(x, offsets, span_limit, centre, fast):  # pragma: no cover - compil
             centre[s], fast[s] = _session_centre(x, lo, hi, span_limit)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _fill_items(x64, lab64, centre, offsets, x, shifted, lab, pos):  # pragma: no cover - compiled
-    """One pass, session by session: scores, centred scores, labels and positions in the working precision.
-    Returns whether every label is exact in the working precision (np.repeat of the centres and starts
-    and a separate comparison took three more passes, a third of a call at n = 100)."""
-    exact = True
-    for s in range(offsets.size - 1):
-        c, start = centre[s], offsets[s]
-        for k in range(start, offsets[s + 1]):
-            x[k] = x64[k]
-            shifted[k] = np.float64(x64[k]) - c
-            lab[k] = lab64[k]
-            pos[k] = k - start
-        for k in range(start, offsets[s + 1]):
-            exact &= np.float64(lab[k]) == lab64[k]
-    return exact
+@numba.njit(cache=True, nogil=True)
+def _sort_session(labels64, start, stop, counts, eps, order, lower_end, higher_start):  # pragma: no cover - compiled
+    """order[start:stop] = the session's items (as positions in it) by ascending label, tied items in their
+    order, and the label spans of each place (``_label_spans``): by counting when every label is an integer
+    below ``counts.shape[1] - 1`` (graded relevance: a grade's spans end where its run starts and start where
+    it ends), else by a merge sort."""
+    top = 0.0
+    counted = True
+    for k in range(start, stop):
+        v = labels64[k]
+        counted &= (v >= 0.0) & (v < counts.shape[1] - 1) & (v == np.floor(v))
+        top = max(top, v)
+    if not counted:
+        rank = np.argsort(labels64[start:stop], kind="mergesort")
+        for k in range(stop - start):
+            order[start + k] = rank[k]
+        _label_spans(labels64, order, start, stop, eps, lower_end, higher_start)
+        return
+    grades = np.int64(top) + 1
+    run, fill = counts[0], counts[1]  # run[g]: where grade g's run starts (run[grades]: the session's end)
+    run[:grades + 1] = 0
+    for k in range(start, stop):
+        run[np.int64(labels64[k]) + 1] += 1
+    for g in range(grades):
+        run[g + 1] += run[g]
+        fill[g] = run[g]
+    for k in range(start, stop):
+        g = np.int64(labels64[k])
+        place = start + fill[g]
+        fill[g] += 1
+        order[place] = k - start
+        lower_end[place] = run[g]
+        higher_start[place] = run[g + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_spans(labels64, order, start, stop, eps, lower_end, higher_start):  # pragma: no cover - compiled
+    # On a session sorted by label, the partners of place k are the places before lower_end[k] (labels at
+    # least eps below) and those from higher_start[k] on (at least eps above), both counted from the session's
+    # start; both only grow with k. The test is the reference's (float64 labels, a tie when |l_i - l_j| < eps).
+    below = 0
+    above = 0
+    n = stop - start
+    for k in range(n):
+        lk = labels64[start + order[start + k]]
+        while lk - labels64[start + order[start + below]] >= eps:
+            below += 1
+        above = max(above, k + 1)
+        while above < n and labels64[start + order[start + above]] - lk < eps:
+            above += 1
+        lower_end[start + k] = below
+        higher_start[start + k] = above
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _fill_items(x64, lab64, centre, offsets, sort_rows, eps, tasks, order, lower_end, higher_start, x, shifted, lab,
+                pos, exact):  # pragma: no cover - compiled
+    """One pass, session by session: the walk's order (sorted sessions by label, with their label spans),
+    then scores, centred scores, labels and positions in the working precision in that order; exact[s]:
+    whether session s's labels are exact in the working precision (np.repeat of the centres and starts and a
+    separate comparison took three more passes, a third of a call at n = 100)."""
+    n_sessions = offsets.size - 1
+    for t in numba.prange(tasks):
+        counts = np.empty((2, _COUNTED_GRADES + 1), np.int64)
+        for s in range(t * n_sessions // tasks, (t + 1) * n_sessions // tasks):
+            c, start, stop = centre[s], offsets[s], offsets[s + 1]
+            if sort_rows[s]:
+                _sort_session(lab64, start, stop, counts, eps, order, lower_end, higher_start)
+            else:
+                for k in range(start, stop):
+                    order[k] = k - start
+            same = True
+            for k in range(start, stop):
+                item = start + order[k]
+                x[k] = x64[item]
+                shifted[k] = np.float64(x64[item]) - c
+                lab[k] = lab64[item]
+                pos[k] = k - start
+                same &= np.float64(lab[k]) == lab64[item]
+            exact[s] = same
+
+
+_fill_items_serial = serial_twin(_fill_items)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -197,35 +273,48 @@ def diagonal_chunks(offsets, small, chunk_items):  # pragma: no cover - compiled
     return ranges[:n], depth[:n]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_work(n, full_rows):  # pragma: no cover - compiled
+    return (n * n if full_rows else n * (n - 1) // 2) + _ROW_OVERHEAD * n
+
+
 @numba.njit(cache=True, nogil=True)
 def _row_tasks(offsets, sessions, full_rows, n_tasks):  # pragma: no cover - compiled
-    """The rows of ``sessions`` in order, and task boundaries (indices into them) of about equal work."""
-    n_rows = 0
+    """Tasks of about equal work over the rows of ``sessions``: task t starts at row tasks[t, 1] of session
+    sessions[tasks[t, 0]] and ends where task t + 1 starts (rows are not listed: a session's rows are its
+    items, and only a session that a boundary cuts is walked row by row here)."""
     total = 0.0
     for s in sessions:
-        n = offsets[s + 1] - offsets[s]
-        n_rows += n
-        total += (n * n if full_rows else n * (n - 1) // 2) + _ROW_OVERHEAD * n
-    rows = np.empty(n_rows, np.int64)
-    bounds = np.empty(n_tasks + 1, np.int64)
-    bounds[0] = 0
+        total += _row_work(offsets[s + 1] - offsets[s], full_rows)
+    tasks = np.zeros((n_tasks + 1, 2), np.int64)
     step = total / n_tasks
     done = 0.0
     k = 1
-    r = 0
-    for s in sessions:
-        n = offsets[s + 1] - offsets[s]
-        for i in range(n):
-            rows[r] = offsets[s] + i
-            r += 1
-            done += (n if full_rows else i) + _ROW_OVERHEAD
-            while k < n_tasks and done >= k * step:
-                bounds[k] = r
-                k += 1
+    for p in range(sessions.size):
+        n = offsets[sessions[p] + 1] - offsets[sessions[p]]
+        if k < n_tasks and done + _row_work(n, full_rows) >= k * step:
+            for i in range(n):
+                done += (n if full_rows else i) + _ROW_OVERHEAD
+                while k < n_tasks and done >= k * step:
+                    tasks[k, 0], tasks[k, 1] = p, i + 1
+                    k += 1
+        else:
+            done += _row_work(n, full_rows)
     while k <= n_tasks:
-        bounds[k] = n_rows
+        tasks[k, 0], tasks[k, 1] = sessions.size, 0
         k += 1
-    return rows, bounds
+    return tasks
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _task_rows(tasks, t, sessions, offsets, p):  # pragma: no cover - compiled
+    """(session, first item, end item) of the rows that task t walks in the p-th row session, for p from
+    tasks[t, 0] to min(tasks[t + 1, 0], sessions.size - 1)."""
+    s = sessions[p]
+    start = offsets[s]
+    first = tasks[t, 1] if p == tasks[t, 0] else 0
+    end = tasks[t + 1, 1] if p == tasks[t + 1, 0] else offsets[s + 1] - start
+    return s, start + first, start + end
 
 
 def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, precision: np.dtype, *,
@@ -244,41 +333,43 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     centre = np.empty(lens.size)
     fast = np.empty(lens.size, np.bool_)
     _centres(x64, offsets, FAST_SPAN[precision], centre, fast)
-    # the working arrays carry PAD items of padding (zeros) for a row's masked last group
-    x, e, lab, pos = (np.zeros(x64.size + PAD, precision) for _ in range(4))
-    exact_labels = _fill_items(x64, labels64, centre, offsets, x, e, lab, pos)
-    with np.errstate(over="ignore", invalid="ignore"):
-        # NumPy's exp is vectorised (float32 with AVX2); exact sessions may overflow here and never read it
-        np.exp(e, out=e)
-    labels = lab if exact_labels else _padded(labels64)
     small = fast & (lens >= 2) & (lens <= SMALL_SESSION)
-    chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
-    row_sessions = np.flatnonzero(~small & (lens >= 2))
     pair_visits = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2))
     threads = numba.get_num_threads()
     parallel = pair_visits >= _PARALLEL_PAIRS and threads > 1  # worth it; parallel_launch decides at launch
+    x, e, lab, pos = (np.empty(x64.size, precision) for _ in range(4))
+    # positions within a session: int32 halves these arrays (a session of 2^31 items has 2^61 pairs)
+    order, lower_end, higher_start = (np.empty(x64.size, np.int32) for _ in range(3))
+    exact = np.empty(lens.size, np.bool_)
+    with parallel_launch(parallel) as launch:
+        (_fill_items if launch else _fill_items_serial)(
+            x64, labels64, centre, offsets, fast & (lens > SMALL_SESSION), FLT_EPSILON,
+            min(lens.size, threads * _TASKS_PER_THREAD) if launch else 1, order, lower_end, higher_start, x, e, lab,
+            pos, exact)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # NumPy's exp is vectorised (float32 with AVX2); exact sessions may overflow here and never read it
+        np.exp(e, out=e)
+    labels = lab if exact.all() else labels64[_walk_items(order, lens)]
+    chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
+    row_sessions = np.flatnonzero(~small & (lens >= 2))
     n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
-    rows, bounds = _row_tasks(offsets, row_sessions, full_rows, n_tasks)
-    return SessionPlan(lens, offsets, fast, x, x64, labels, labels64, e, pos, chunks,
-                       depth, bounds, rows, np.arange(PAD, dtype=precision),
+    tasks = _row_tasks(offsets, row_sessions, full_rows, n_tasks)
+    return SessionPlan(lens, offsets, fast, order, lower_end, higher_start, x, x64, labels, labels64, e, pos, chunks,
+                       depth, tasks, row_sessions,
                        tuple(precision.type(1.0 / (2 * k + 1)) for k in range(_SERIES_TERMS[precision])),
                        precision.type(_W_MIN[precision]), labels.dtype.type(FLT_EPSILON), parallel)
+
+
+def _walk_items(order: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The item at each place of the walk, from the places within each session (``SessionPlan.order``)."""
+    return order + np.repeat(np.cumsum(lens) - lens, lens)
 
 
 def _forward_rows(plan: SessionPlan) -> SessionPlan:
     """A gradient plan (``full_rows=True``) with the forward's row tasks: the same arrays, so one plan
     serves both loops of a fused call, and the forward's triangular rows still split into equal work."""
-    small = plan.fast & (plan.lens >= 2) & (plan.lens <= SMALL_SESSION)
-    row_sessions = np.flatnonzero(~small & (plan.lens >= 2))
-    rows, bounds = _row_tasks(plan.offsets, row_sessions, False, plan.row_tasks.size - 1)
-    return dataclasses.replace(plan, row_tasks=bounds, row_items=rows)
-
-
-def _padded(values: np.ndarray) -> np.ndarray:
-    """``values`` followed by PAD zeros: a row's masked last group of 8 may read past its session."""
-    out = np.zeros(values.size + PAD, values.dtype)
-    out[:values.size] = values
-    return out
+    tasks = _row_tasks(plan.offsets, plan.row_sessions, False, plan.row_tasks.shape[0] - 1)
+    return dataclasses.replace(plan, row_tasks=tasks)
 
 
 # ---- per-pair arithmetic ------------------------------------------------------------------------------
@@ -358,11 +449,11 @@ def _slope_term(li, ei, lj, ej, eps):  # pragma: no cover - compiled
 # A row's loops are written for LLVM's vectoriser and inlined into the drivers: unsigned indices (a signed
 # index makes Numba emit its negative-index wraparound, which turns every load into a gather), no slices
 # and no calls in the hot loop (each slice or call with arrays costs reference-count atomics, more than a
-# short row), whole groups of 8 and one masked last group of 8 (``lanes``), so a row never runs LLVM's
-# scalar remainder loop, where a division and a polynomial cost ~30 cycles of latency per pair. The arrays
-# carry PAD items of padding for that last group. Partial sums are float32 over blocks of _BLOCK pairs,
-# then float64.
-PAD = 8
+# short row). A span is a run of partners on one side of the row item's label (sorted sessions, module
+# doc), so which item is the pair's upper one is known for the whole span: no label is read, no select
+# and no mask is needed. Partial sums are float32 over blocks of _BLOCK pairs, then float64. (Whole groups
+# of 8 plus one masked group, which the unsorted rows used to avoid LLVM's scalar remainder, measured 25 %
+# slower than the plain loop here, with AVX-512 and with AVX2 code alike.)
 _BLOCK = 1024
 _U = numba.uint64
 _INLINE = {"cache": True, "nogil": True, "fastmath": _FASTMATH, "error_model": "numpy", "inline": "always"}
@@ -371,95 +462,64 @@ _INLINE = {"cache": True, "nogil": True, "fastmath": _FASTMATH, "error_model": "
 # Weights come as arrays or as None: Numba compiles a version of each loop per case and prunes the
 # ``is not None`` branches, so no flag is tested inside a vector loop (it would stay there once inlined).
 @numba.njit(**_INLINE)
-def _forward_span(xi, li, ei, gi, di, x, lab, e, gain, disc, lanes, first, count, rest, eps, coef,
-                  w_min):  # pragma: no cover - compiled
-    """Loss sum and pair count of item i against items first .. first + count (+ a masked 8 when rest >= 0)."""
+def _forward_span(xi, ei, gi, di, x, e, gain, disc, first, count, coef, w_min):  # pragma: no cover - compiled
+    """Loss sum of item i over the items first .. first + count below it:
+    softplus(x_lo - x_hi) = relu(x_lo - x_hi) + log1p(min(e) / max(e))."""
     zero = w_min - w_min
     acc = zero
-    cnt = zero
     for j in range(count):
         k = first + j
-        term, counted = _loss_term(xi, li, ei, x[k], lab[k], e[k], eps, coef, w_min)
+        term = max(x[k] - xi, zero) + _log1p_ratio(min(ei, e[k]), max(ei, e[k]), coef, w_min)
         if gain is not None:
             term *= abs(gi - gain[k]) * abs(di - disc[k])
-        acc += term if counted else zero
-        cnt += _like(counted, zero)
-    if rest >= 0:
-        for j in range(_U(8)):
-            k = first + count + j
-            term, counted = _loss_term(xi, li, ei, x[k], lab[k], e[k], eps, coef, w_min)
-            if gain is not None:
-                term *= abs(gi - gain[k]) * abs(di - disc[k])
-            counted &= lanes[j] < rest
-            acc += term if counted else zero
-            cnt += _like(counted, zero)
-    return acc, cnt
+        acc += term
+    return acc
 
 
 @numba.njit(**_INLINE)
-def _slope_span(lk, ek, gk, dk, lab, e, gain, disc, lanes, first, count, rest, eps,
-                w_min):  # pragma: no cover - compiled
-    """Gradient sum and partner count of item k against items first .. first + count (+ a masked 8)."""
-    zero = w_min - w_min
-    acc = zero
-    cnt = zero
+def _slope_span(ek, gk, dk, e, gain, disc, first, count, k_is_lower, w_min):  # pragma: no cover - compiled
+    """sum over the partners m in first .. first + count of sigma(x_lo - x_hi), the pair term's slope in
+    x_lo: e_k / (e_k + e_m) when k is the lower item, e_m / (e_k + e_m) when it is the upper one."""
+    acc = w_min - w_min
     for j in range(count):
         m = first + j
-        v, counted = _slope_term(lk, ek, lab[m], e[m], eps)
+        v = (ek if k_is_lower else e[m]) / (ek + e[m])
         if gain is not None:
             v *= abs(gk - gain[m]) * abs(dk - disc[m])
-        acc += v if counted else zero
-        cnt += _like(counted, zero)
-    if rest >= 0:
-        for j in range(_U(8)):
-            m = first + count + j
-            v, counted = _slope_term(lk, ek, lab[m], e[m], eps)
-            if gain is not None:
-                v *= abs(gk - gain[m]) * abs(dk - disc[m])
-            counted &= lanes[j] < rest
-            acc += v if counted else zero
-            cnt += _like(counted, zero)
-    return acc, cnt
+        acc += v
+    return acc
 
 
 @numba.njit(**_INLINE)
-def _forward_row_fast(x, lab, e, gain, disc, lanes, i, start, eps, coef, w_min):  # pragma: no cover - compiled
-    # pairs (i, j < i): each unordered pair of the session exactly once
+def _forward_row_fast(x, e, gain, disc, i, start, stop, coef, w_min):  # pragma: no cover - compiled
+    # pairs (i, k) for the items k in start .. stop of lower label: each discordant pair once, at its upper item
     zero = w_min - w_min
     gi = zero if gain is None else gain[i]
     di = zero if disc is None else disc[i]
-    count = i - start
-    full = count - count % 8
     total = 0.0
-    pairs = 0.0
-    for b in range(0, full, _BLOCK):
-        acc, cnt = _forward_span(x[i], lab[i], e[i], gi, di, x, lab, e, gain, disc, lanes,
-                                     _U(start + b), _U(min(_BLOCK, full - b)), zero - 1, eps, coef, w_min)
-        total += acc
-        pairs += cnt
-    acc, cnt = _forward_span(x[i], lab[i], e[i], gi, di, x, lab, e, gain, disc, lanes,
-                                 _U(start + full), _U(0), _like(count % 8, zero), eps, coef, w_min)
-    return total + acc, pairs + cnt
+    for b in range(start, stop, _BLOCK):
+        total += _forward_span(x[i], e[i], gi, di, x, e, gain, disc, _U(b), _U(min(_BLOCK, stop - b)), coef, w_min)
+    return total
 
 
 @numba.njit(**_INLINE)
-def _gradient_row_fast(lab, e, gain, disc, lanes, k, start, stop, eps, w_min):  # pragma: no cover - compiled
-    # d/dx_k of the session's pair sum: every partner m of k (m == k is a tie and drops out)
+def _slope_sum(e, gain, disc, k, start, stop, k_is_lower, w_min):  # pragma: no cover - compiled
     zero = w_min - w_min
     gk = zero if gain is None else gain[k]
     dk = zero if disc is None else disc[k]
-    count = stop - start
-    full = count - count % 8
     total = 0.0
-    pairs = 0.0
-    for b in range(0, full, _BLOCK):
-        acc, cnt = _slope_span(lab[k], e[k], gk, dk, lab, e, gain, disc, lanes, _U(start + b),
-                                   _U(min(_BLOCK, full - b)), zero - 1, eps, w_min)
-        total += acc
-        pairs += cnt
-    acc, cnt = _slope_span(lab[k], e[k], gk, dk, lab, e, gain, disc, lanes, _U(start + full), _U(0),
-                               _like(count % 8, zero), eps, w_min)
-    return total + acc, pairs + cnt
+    for b in range(start, stop, _BLOCK):
+        total += _slope_span(e[k], gk, dk, e, gain, disc, _U(b), _U(min(_BLOCK, stop - b)), k_is_lower, w_min)
+    return total
+
+
+@numba.njit(**_INLINE)
+def _gradient_row_fast(e, gain, disc, k, start, lower_end, higher_start, stop, w_min):  # pragma: no cover - compiled
+    # d/dx_k of the session's pair sum: -sigma over the partners below k (k is the upper item), +sigma over
+    # those above it; returns it with the number of partners
+    upper = _slope_sum(e, gain, disc, k, higher_start, stop, True, w_min)
+    lower = _slope_sum(e, gain, disc, k, start, lower_end, False, w_min)
+    return upper - lower, (lower_end - start) + (stop - higher_start)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -540,8 +600,8 @@ def _gradient_chunk(lab, e, pos, gain, disc, depth, eps, w_min, tmp, out, cnt): 
 
 # ---- drivers ------------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
-def _forward_loop(x, x64, lab, lab64, e, pos, gain, disc, lanes, fast, offsets, chunks, depth, rows, bounds,
-                  eps, eps64, coef, w_min, item_sum, item_cnt):  # pragma: no cover - compiled
+def _forward_loop(x, x64, lab, lab64, e, pos, gain, disc, fast, offsets, lower_end, chunks, depth, sessions,
+                  tasks, eps, eps64, coef, w_min, item_sum, item_cnt):  # pragma: no cover - compiled
     work = e.dtype
     for c in numba.prange(chunks.shape[0]):
         a, b = chunks[c, 0], chunks[c, 1]
@@ -555,25 +615,22 @@ def _forward_loop(x, x64, lab, lab64, e, pos, gain, disc, lanes, fast, offsets, 
         for k in range(b - a):
             item_sum[a + k] = acc[k]
             item_cnt[a + k] = cnt[k]
-    for t in numba.prange(bounds.size - 1):
-        r0, r1 = bounds[t], bounds[t + 1]
-        if r0 == r1:
-            continue
-        s = np.searchsorted(offsets, rows[r0], side="right") - 1
-        for r in range(r0, r1):
-            i = rows[r]
-            while i >= offsets[s + 1]:
-                s += 1
+    for t in numba.prange(tasks.shape[0] - 1):
+        for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
+            s, first, end = _task_rows(tasks, t, sessions, offsets, p)
+            start = offsets[s]
             if fast[s]:
-                item_sum[i], item_cnt[i] = _forward_row_fast(x, lab, e, gain, disc, lanes, i, offsets[s], eps, coef,
-                                                             w_min)
+                for i in range(first, end):
+                    item_sum[i] = _forward_row_fast(x, e, gain, disc, i, start, start + lower_end[i], coef, w_min)
+                    item_cnt[i] = lower_end[i]
             else:
-                item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, offsets[s], eps64)
+                for i in range(first, end):
+                    item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, start, eps64)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
-def _gradient_loop(x64, lab, lab64, e, pos, gain, disc, lanes, fast, offsets, chunks, depth, rows, bounds,
-                   eps, eps64, w_min, out, item_cnt):  # pragma: no cover - compiled
+def _gradient_loop(x64, lab, lab64, e, pos, gain, disc, fast, offsets, order, lower_end, higher_start, chunks,
+                   depth, sessions, tasks, eps, eps64, w_min, out, item_cnt):  # pragma: no cover - compiled
     work = e.dtype
     for c in numba.prange(chunks.shape[0]):
         a, b = chunks[c, 0], chunks[c, 1]
@@ -587,22 +644,19 @@ def _gradient_loop(x64, lab, lab64, e, pos, gain, disc, lanes, fast, offsets, ch
         for k in range(b - a):
             out[a + k] = acc[k]
             item_cnt[a + k] = cnt[k]  # each pair counted once, at its later item
-    for t in numba.prange(bounds.size - 1):
-        r0, r1 = bounds[t], bounds[t + 1]
-        if r0 == r1:
-            continue
-        s = np.searchsorted(offsets, rows[r0], side="right") - 1
-        for r in range(r0, r1):
-            k = rows[r]
-            while k >= offsets[s + 1]:
-                s += 1
+    for t in numba.prange(tasks.shape[0] - 1):
+        for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
+            s, first, end = _task_rows(tasks, t, sessions, offsets, p)
+            start, stop = offsets[s], offsets[s + 1]
             if fast[s]:
-                out[k], partners = _gradient_row_fast(lab, e, gain, disc, lanes, k, offsets[s], offsets[s + 1], eps,
-                                                      w_min)
+                for k in range(first, end):
+                    out[start + order[k]], partners = _gradient_row_fast(e, gain, disc, k, start, start + lower_end[k],
+                                                                         start + higher_start[k], stop, w_min)
+                    item_cnt[k] = 0.5 * partners  # each pair was visited from both of its items
             else:
-                out[k], partners = _gradient_row_exact(x64, lab64, gain, disc, k, offsets[s], offsets[s + 1],
-                                                       eps64)
-            item_cnt[k] = 0.5 * partners  # each pair was visited from both of its items
+                for k in range(first, end):
+                    out[k], partners = _gradient_row_exact(x64, lab64, gain, disc, k, start, stop, eps64)
+                    item_cnt[k] = 0.5 * partners
 
 
 _forward_loop_serial = serial_twin(_forward_loop)
@@ -718,14 +772,15 @@ def _direct(plan: DirectPlan, weights: PairWeights | None, with_slope: bool
 
 
 def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Gains and discounts in the working precision, the inverse ideal DCG folded into the discounts' use.
+    """Gains and discounts in the working precision and the walk's order, the inverse ideal DCG left out.
 
     The weight of a pair is |G_i - G_j| |D_i - D_j| inv_s; inv_s is per session, so the loops leave it out
     and the drivers multiply each item's sum by its session's inv afterwards.
     """
     if weights is None:
         return None, None
-    return _padded(weights.gain.astype(plan.e.dtype)), _padded(weights.discount.astype(plan.e.dtype))
+    items = _walk_items(plan.order, plan.lens)
+    return weights.gain[items].astype(plan.e.dtype), weights.discount[items].astype(plan.e.dtype)
 
 
 def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
@@ -740,11 +795,11 @@ def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None
     item_cnt = np.zeros(n)
     with parallel_launch(plan.parallel) as parallel:
         loop = _forward_loop if parallel else _forward_loop_serial
-        loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast,
-             plan.offsets, plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON,
+        loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.fast, plan.offsets,
+             plan.lower_end, plan.chunks, plan.chunk_depth, plan.row_sessions, plan.row_tasks, plan.eps, FLT_EPSILON,
              plan.coefficients, plan.w_min, item_sum, item_cnt)
     if weights is not None:
-        item_sum *= weights.inv_ideal
+        item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
     sums = np.zeros(plan.lens.size)
     pairs = np.zeros(plan.lens.size)
     _session_sums(plan.offsets, item_sum, sums)
@@ -764,9 +819,9 @@ def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | Non
     item_cnt = np.zeros(n)
     with parallel_launch(plan.parallel) as parallel:
         loop = _gradient_loop if parallel else _gradient_loop_serial
-        loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.lanes, plan.fast, plan.offsets,
-             plan.chunks, plan.chunk_depth, plan.row_items, plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out,
-             item_cnt)
+        loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.fast, plan.offsets,
+             plan.order, plan.lower_end, plan.higher_start, plan.chunks, plan.chunk_depth, plan.row_sessions,
+             plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out, item_cnt)
     if weights is not None:
         out *= weights.inv_ideal
     pairs = np.zeros(plan.lens.size)
@@ -786,35 +841,37 @@ def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairW
 
 
 # ---- second order (float64, exact per pair: double backward is rare and must be right) ---------------
+@numba.njit(cache=True, nogil=True, inline="always")
+def _second_order_row(x, lab, v, gain, disc, start, stop, k, eps, hv, vslope, item_cnt):  # pragma: no cover - compiled
+    # row k of the loop below
+    acc_h = 0.0
+    acc_d = 0.0
+    cnt = 0.0
+    for m in range(start, stop):
+        dl = lab[k] - lab[m]
+        if abs(dl) < eps:
+            continue
+        w = 1.0 if gain is None else abs(gain[k] - gain[m]) * abs(disc[k] - disc[m])
+        sig = _sigmoid_exact(x[m] - x[k]) if dl > 0.0 else _sigmoid_exact(x[k] - x[m])
+        acc_h += w * sig * (1.0 - sig) * (v[k] - v[m])
+        acc_d += w * (-sig if dl > 0.0 else sig)
+        cnt += 1.0
+    hv[k] = acc_h
+    vslope[k] = v[k] * acc_d
+    item_cnt[k] = 0.5 * cnt
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _second_order_loop(x, lab, v, gain, disc, offsets, rows, bounds, eps, hv, vslope, item_cnt):  # pragma: no cover
+def _second_order_loop(x, lab, v, gain, disc, offsets, sessions, tasks, eps, hv, vslope,
+                       item_cnt):  # pragma: no cover - compiled
     # Row k visits every partner m (both triangles), so rows need no synchronisation:
     # hv[k] = sum_m w_km s_km (1 - s_km) (v_k - v_m) with s_km = sigma(x_lo - x_hi) of the pair,
     # vslope[k] = v_k * d/dx_k (pair sum), item_cnt[k] = partners / 2.
-    for t in numba.prange(bounds.size - 1):
-        r0, r1 = bounds[t], bounds[t + 1]
-        if r0 == r1:
-            continue
-        s = np.searchsorted(offsets, rows[r0], side="right") - 1
-        for r in range(r0, r1):
-            k = rows[r]
-            while k >= offsets[s + 1]:
-                s += 1
-            acc_h = 0.0
-            acc_d = 0.0
-            cnt = 0.0
-            for m in range(offsets[s], offsets[s + 1]):
-                dl = lab[k] - lab[m]
-                if abs(dl) < eps:
-                    continue
-                w = 1.0 if gain is None else abs(gain[k] - gain[m]) * abs(disc[k] - disc[m])
-                sig = _sigmoid_exact(x[m] - x[k]) if dl > 0.0 else _sigmoid_exact(x[k] - x[m])
-                acc_h += w * sig * (1.0 - sig) * (v[k] - v[m])
-                acc_d += w * (-sig if dl > 0.0 else sig)
-                cnt += 1.0
-            hv[k] = acc_h
-            vslope[k] = v[k] * acc_d
-            item_cnt[k] = 0.5 * cnt
+    for t in numba.prange(tasks.shape[0] - 1):
+        for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
+            s, first, end = _task_rows(tasks, t, sessions, offsets, p)
+            for k in range(first, end):
+                _second_order_row(x, lab, v, gain, disc, offsets[s], offsets[s + 1], k, eps, hv, vslope, item_cnt)
 
 
 _second_order_loop_serial = serial_twin(_second_order_loop)
@@ -833,14 +890,14 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     visits = int(np.sum(lens * lens))
     threads = numba.get_num_threads()
     worthwhile = visits >= _PARALLEL_PAIRS and threads > 1
-    rows, bounds = _row_tasks(offsets, np.flatnonzero(lens >= 2), True,
-                              max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1)
+    sessions = np.flatnonzero(lens >= 2)
+    tasks = _row_tasks(offsets, sessions, True, max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1)
     gain = None if weights is None else weights.gain
     disc = None if weights is None else weights.discount
     hv, vslope, item_cnt = np.zeros(x.size), np.zeros(x.size), np.zeros(x.size)
     with parallel_launch(worthwhile) as parallel:
-        (_second_order_loop if parallel else _second_order_loop_serial)(x, labels64, v, gain, disc, offsets, rows,
-                                                                        bounds, FLT_EPSILON, hv, vslope, item_cnt)
+        (_second_order_loop if parallel else _second_order_loop_serial)(x, labels64, v, gain, disc, offsets, sessions,
+                                                                        tasks, FLT_EPSILON, hv, vslope, item_cnt)
     if weights is not None:
         hv *= weights.inv_ideal
         vslope *= weights.inv_ideal
