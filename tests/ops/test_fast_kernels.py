@@ -378,17 +378,63 @@ def test_sorted_rows_agree_with_the_reference(kind: str, dtype: type, seed: int,
     labels = _LABEL_KINDS[kind](rng, n)
     g = rng.standard_normal(lengths.size).astype(dtype)
     tol = 2e-6 if dtype == np.float32 else 1e-12
+    ones = np.ones(lengths.size)
     if lambdarank:  # NDCG gains need labels >= 0
         labels = labels - min(0.0, labels.min())
         args = {"sigma": 1.0, "topn": int(rng.integers(0, 12)), "gain": "linear"}
-        got = lr.forward_cpu(scores, labels, lengths, **args), lr.gradient_cpu(scores, labels, g, lengths, **args)
+        got = (lr.forward_cpu(scores, labels, lengths, **args), lr.gradient_cpu(scores, labels, g, lengths, **args),
+               *lr.forward_with_unit_gradient_cpu(scores, labels, lengths, **args))
         want = (lr.reference_forward(scores, labels, lengths, **args),
-                lr.reference_gradient(scores, labels, g, lengths, **args))
-    else:
-        got = pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths)
-        want = pwl.reference_forward(scores, labels, lengths), pwl.reference_gradient(scores, labels, g, lengths)
+                lr.reference_gradient(scores, labels, g, lengths, **args),
+                lr.reference_forward(scores, labels, lengths, **args),
+                lr.reference_gradient(scores, labels, ones, lengths, **args))
+    else:  # the registry's forward and gradient ops, and the fused call of the torch path (one visit a pair)
+        got = (pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths),
+               *pwl.forward_with_unit_gradient_cpu(scores, labels, lengths))
+        want = (pwl.reference_forward(scores, labels, lengths), pwl.reference_gradient(scores, labels, g, lengths),
+                pwl.reference_forward(scores, labels, lengths), pwl.reference_gradient(scores, labels, ones, lengths))
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol)
+
+
+@pytest.mark.usefixtures("planned_walk")
+def test_fused_call_walks_long_sessions_by_rows_and_matches_the_reference() -> None:
+    # a sorted session longer than FUSED_ITEMS takes the row walk inside the fused loop
+    rng = np.random.default_rng(5)
+    lengths = np.array([pair_loops.FUSED_ITEMS + 3, 40, pair_loops.FUSED_ITEMS])
+    n = int(lengths.sum())
+    scores = rng.standard_normal(n).astype(np.float32)
+    labels = rng.integers(0, 5, n)
+    loss, unit = pwl.forward_with_unit_gradient_cpu(scores, labels, lengths)
+    np.testing.assert_allclose(loss, pwl.reference_forward(scores, labels, lengths), rtol=1e-6)
+    np.testing.assert_allclose(unit, pwl.reference_gradient(scores, labels, np.ones(3), lengths), rtol=1e-5,
+                               atol=1e-9)
+
+
+@pytest.mark.usefixtures("planned_walk")
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="the parallel kernels need two threads")
+def test_fused_call_does_not_depend_on_how_tasks_cut_the_rows() -> None:
+    # sessions of up to FUSED_ITEMS items stay whole in one task, so whichever tasks the thread count makes,
+    # every session takes the same walk and every bit of the result is the same
+    rng = np.random.default_rng(6)
+    lengths = np.concatenate([rng.integers(0, 300, 12), [pair_loops.FUSED_ITEMS + 1, 700]])
+    n = int(lengths.sum())
+    scores = rng.standard_normal(n)
+    labels = rng.integers(0, 4, n)
+    before = numba.get_num_threads()
+    results = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pair_loops, "_PARALLEL_PAIRS", 0)
+        numba.set_num_threads(2)
+        try:
+            for tasks_per_thread in (1, 3, 16):
+                mp.setattr(pair_loops, "_TASKS_PER_THREAD", tasks_per_thread)
+                results.append(pwl.forward_with_unit_gradient_cpu(scores, labels, lengths))
+        finally:
+            numba.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 # ---- Triton kernels on CPU (TRITON_INTERPRET=1) -------------------------------------------------------

@@ -35,7 +35,11 @@ Work layout (results do not depend on the number of threads):
   lower label (:math:`i` is the pair's upper item) and those of higher label. The forward walks the lower
   span (each discordant pair once), the gradient both (rows need no synchronisation). A span needs no label
   test, no tie mask and no pair count, and tied pairs are never visited. Rows are cut into tasks of about
-  equal pair counts, so one huge session and many medium ones both keep every thread busy.
+  equal pair counts, so one huge session and many medium ones both keep every thread busy. The fused call
+  (loss and gradient, the torch path) walks each sorted session of up to ``FUSED_ITEMS`` items once: row
+  :math:`i` over its lower span adds each pair's :math:`\sigma` to both items, half the divisions of the
+  gradient's own rows; such sessions are never cut between tasks, so the result does not depend on the
+  thread count. The registry's separate forward and gradient operators keep their own loops.
 
 Pair weights (LambdaRank's :math:`|\Delta\text{NDCG}|`) are :math:`|G_i - G_j|\,|D_i - D_j|\,\text{inv}_i` from
 per-item gains :math:`G`, discounts :math:`D` and the inverse ideal DCG of the item's session; they are
@@ -59,6 +63,7 @@ __all__ = [
     "CHUNK_ITEMS",
     "DIRECT_PAIRS",
     "FAST_SPAN",
+    "FUSED_ITEMS",
     "SMALL_SESSION",
     "DirectPlan",
     "PairWeights",
@@ -279,10 +284,11 @@ def _row_work(n, full_rows):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_tasks(offsets, sessions, full_rows, n_tasks):  # pragma: no cover - compiled
+def _row_tasks(offsets, sessions, full_rows, n_tasks, whole_up_to):  # pragma: no cover - compiled
     """Tasks of about equal work over the rows of ``sessions``: task t starts at row tasks[t, 1] of session
     sessions[tasks[t, 0]] and ends where task t + 1 starts (rows are not listed: a session's rows are its
-    items, and only a session that a boundary cuts is walked row by row here)."""
+    items, and only a session that a boundary cuts is walked row by row here). Sessions of at most
+    ``whole_up_to`` items are never cut."""
     total = 0.0
     for s in sessions:
         total += _row_work(offsets[s + 1] - offsets[s], full_rows)
@@ -292,7 +298,7 @@ def _row_tasks(offsets, sessions, full_rows, n_tasks):  # pragma: no cover - com
     k = 1
     for p in range(sessions.size):
         n = offsets[sessions[p] + 1] - offsets[sessions[p]]
-        if k < n_tasks and done + _row_work(n, full_rows) >= k * step:
+        if k < n_tasks and done + _row_work(n, full_rows) >= k * step and n > whole_up_to:
             for i in range(n):
                 done += (n if full_rows else i) + _ROW_OVERHEAD
                 while k < n_tasks and done >= k * step:
@@ -300,6 +306,9 @@ def _row_tasks(offsets, sessions, full_rows, n_tasks):  # pragma: no cover - com
                     k += 1
         else:
             done += _row_work(n, full_rows)
+            while k < n_tasks and done >= k * step:
+                tasks[k, 0], tasks[k, 1] = p + 1, 0
+                k += 1
     while k <= n_tasks:
         tasks[k, 0], tasks[k, 1] = sessions.size, 0
         k += 1
@@ -353,7 +362,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
     row_sessions = np.flatnonzero(~small & (lens >= 2))
     n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
-    tasks = _row_tasks(offsets, row_sessions, full_rows, n_tasks)
+    tasks = _row_tasks(offsets, row_sessions, full_rows, n_tasks, 0)
     return SessionPlan(lens, offsets, fast, order, lower_end, higher_start, x, x64, labels, labels64, e, pos, chunks,
                        depth, tasks, row_sessions,
                        tuple(precision.type(1.0 / (2 * k + 1)) for k in range(_SERIES_TERMS[precision])),
@@ -365,10 +374,11 @@ def _walk_items(order: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return order + np.repeat(np.cumsum(lens) - lens, lens)
 
 
-def _forward_rows(plan: SessionPlan) -> SessionPlan:
+def _forward_rows(plan: SessionPlan, whole_up_to: int = 0) -> SessionPlan:
     """A gradient plan (``full_rows=True``) with the forward's row tasks: the same arrays, so one plan
-    serves both loops of a fused call, and the forward's triangular rows still split into equal work."""
-    tasks = _row_tasks(plan.offsets, plan.row_sessions, False, plan.row_tasks.shape[0] - 1)
+    serves both loops of a fused call, and the forward's triangular rows still split into equal work
+    (sessions of at most ``whole_up_to`` items stay whole in one task)."""
+    tasks = _row_tasks(plan.offsets, plan.row_sessions, False, plan.row_tasks.shape[0] - 1, whole_up_to)
     return dataclasses.replace(plan, row_tasks=tasks)
 
 
@@ -522,6 +532,63 @@ def _gradient_row_fast(e, gain, disc, k, start, lower_end, higher_start, stop, w
     return upper - lower, (lower_end - start) + (stop - higher_start)
 
 
+@numba.njit(**_INLINE)
+def _fused_span(xi, ei, gi, di, x, e, gain, disc, first, count, coef, w_min, slope,
+                base):  # pragma: no cover - compiled
+    """Loss sum and sigma sum of upper item i over the items first .. first + count below it, adding each
+    pair's sigma(x_lo - x_hi) = e_lo / (e_i + e_lo) to slope[base + j], the lower item's gradient."""
+    zero = w_min - w_min
+    acc = zero
+    sig_acc = zero
+    for j in range(count):
+        k = first + j
+        term = max(x[k] - xi, zero) + _log1p_ratio(min(ei, e[k]), max(ei, e[k]), coef, w_min)
+        sig = e[k] / (ei + e[k])
+        if gain is not None:
+            w = abs(gi - gain[k]) * abs(di - disc[k])
+            term *= w
+            sig *= w
+        acc += term
+        sig_acc += sig
+        slope[base + j] += sig
+    return acc, sig_acc
+
+
+@numba.njit(**_INLINE)
+def _fused_session(x, e, gain, disc, lower_end, order, start, stop, coef, w_min, slope, slope64, item_sum, item_cnt,
+                   out):  # pragma: no cover - compiled
+    # Loss and gradient of one sorted session in one visit of each discordant pair (row i over the items below
+    # it, which start at the session's start): the pair's sigma goes to both items, so the gradient needs half
+    # the divisions of its own rows. The lower items' shares gather in slope (working precision, so that the
+    # pair loop keeps its vector width), flushed into slope64 every _BLOCK rows: float32 sums of at most
+    # _BLOCK terms, as in the other loops.
+    zero = w_min - w_min
+    n = stop - start
+    for k in range(n):
+        slope[k] = zero
+        slope64[k] = 0.0
+    for i in range(start, stop):
+        gi = zero if gain is None else gain[i]
+        di = zero if disc is None else disc[i]
+        count = lower_end[i]
+        total = 0.0
+        sig_total = 0.0
+        for b in range(0, count, _BLOCK):
+            acc, sig_acc = _fused_span(x[i], e[i], gi, di, x, e, gain, disc, _U(start + b), _U(min(_BLOCK, count - b)),
+                                       coef, w_min, slope, _U(b))
+            total += acc
+            sig_total += sig_acc
+        item_sum[i] = total
+        item_cnt[i] = count
+        slope64[i - start] -= sig_total
+        if (i - start) % _BLOCK == _BLOCK - 1 or i == stop - 1:
+            for k in range(n):
+                slope64[k] += slope[k]
+                slope[k] = zero
+    for k in range(n):
+        out[start + order[start + k]] = slope64[k]
+
+
 @numba.njit(cache=True, nogil=True)
 def _forward_row_exact(x, lab, gain, disc, i, start, eps):  # pragma: no cover - compiled
     total = 0.0
@@ -661,6 +728,62 @@ def _gradient_loop(x64, lab, lab64, e, pos, gain, disc, fast, offsets, order, lo
 
 _forward_loop_serial = serial_twin(_forward_loop)
 _gradient_loop_serial = serial_twin(_gradient_loop)
+
+
+#: Sorted sessions of at most this many items are walked once for loss and gradient together and never cut
+#: between tasks, so which walk a session takes does not depend on the number of threads; longer ones are
+#: walked by rows, which tasks may cut.
+FUSED_ITEMS = 2048
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+def _fused_loop(x, x64, lab, lab64, e, pos, gain, disc, fast, offsets, order, lower_end, higher_start, chunks, depth,
+                sessions, tasks, fused_items, eps, eps64, coef, w_min, item_sum, item_cnt, out):  # pragma: no cover
+    # The forward's and the gradient's loops in one launch over the forward's tasks. A sorted session of at
+    # most fused_items items (whole in one task) is walked once (_fused_session); a longer one walks its rows
+    # as the two loops do (each row owns what it writes, so tasks may cut the session).
+    work = e.dtype
+    for c in numba.prange(chunks.shape[0]):
+        a, b = chunks[c, 0], chunks[c, 1]
+        acc = np.zeros(b - a, work)
+        cnt = np.zeros(b - a, work)
+        tmp = np.empty(b - a, work)
+        slope = np.zeros(b - a, work)
+        unused = np.zeros(b - a, work)
+        if gain is None:
+            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, coef, w_min, acc, cnt)
+            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, w_min, tmp, slope, unused)
+        else:
+            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, coef, w_min,
+                           acc, cnt)
+            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, w_min, tmp, slope,
+                            unused)
+        for k in range(b - a):
+            item_sum[a + k] = acc[k]
+            item_cnt[a + k] = cnt[k]
+            out[a + k] = slope[k]
+    for t in numba.prange(tasks.shape[0] - 1):
+        scratch = np.empty(fused_items, work)
+        scratch64 = np.empty(fused_items, np.float64)
+        for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
+            s, first, end = _task_rows(tasks, t, sessions, offsets, p)
+            start, stop = offsets[s], offsets[s + 1]
+            if not fast[s]:
+                for i in range(first, end):
+                    item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, start, eps64)
+                    out[i], _ = _gradient_row_exact(x64, lab64, gain, disc, i, start, stop, eps64)
+            elif stop - start <= fused_items:
+                _fused_session(x, e, gain, disc, lower_end, order, start, stop, coef, w_min, scratch, scratch64,
+                               item_sum, item_cnt, out)
+            else:
+                for i in range(first, end):
+                    item_sum[i] = _forward_row_fast(x, e, gain, disc, i, start, start + lower_end[i], coef, w_min)
+                    item_cnt[i] = lower_end[i]
+                    out[start + order[i]], _ = _gradient_row_fast(e, gain, disc, i, start, start + lower_end[i],
+                                                                  start + higher_start[i], stop, w_min)
+
+
+_fused_loop_serial = serial_twin(_fused_loop)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -835,8 +958,23 @@ def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairW
     the fused call of the torch path, one planning for both loops (one pass for a direct plan)."""
     if isinstance(plan, DirectPlan):
         return _direct(plan, weights, with_slope=True)
-    sums, pairs = logistic_forward(_forward_rows(plan), weights)
-    slope, _ = logistic_gradient(plan, weights)
+    plan = _forward_rows(plan, FUSED_ITEMS)
+    gain, disc = _weight_arrays(plan, weights)
+    n = plan.x64.size
+    item_sum, item_cnt, slope = np.zeros(n), np.zeros(n), np.zeros(n)
+    fused_items = min(FUSED_ITEMS, int(plan.lens[plan.row_sessions].max(initial=0)))
+    with parallel_launch(plan.parallel) as parallel:
+        (_fused_loop if parallel else _fused_loop_serial)(
+            plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.fast, plan.offsets,
+            plan.order, plan.lower_end, plan.higher_start, plan.chunks, plan.chunk_depth, plan.row_sessions,
+            plan.row_tasks, fused_items, plan.eps, FLT_EPSILON, plan.coefficients, plan.w_min, item_sum, item_cnt,
+            slope)
+    if weights is not None:
+        item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
+        slope *= weights.inv_ideal
+    sums, pairs = np.zeros(plan.lens.size), np.zeros(plan.lens.size)
+    _session_sums(plan.offsets, item_sum, sums)
+    _session_sums(plan.offsets, item_cnt, pairs)
     return sums, pairs, slope
 
 
@@ -891,7 +1029,7 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     threads = numba.get_num_threads()
     worthwhile = visits >= _PARALLEL_PAIRS and threads > 1
     sessions = np.flatnonzero(lens >= 2)
-    tasks = _row_tasks(offsets, sessions, True, max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1)
+    tasks = _row_tasks(offsets, sessions, True, max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1, 0)
     gain = None if weights is None else weights.gain
     disc = None if weights is None else weights.discount
     hv, vslope, item_cnt = np.zeros(x.size), np.zeros(x.size), np.zeros(x.size)
