@@ -160,27 +160,17 @@ def _session_centre(x, lo, hi, span_limit):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _centres(x, offsets, span_limit, centre, fast):  # pragma: no cover - compiled
-    for s in range(offsets.size - 1):
-        lo, hi = offsets[s], offsets[s + 1]
-        centre[s] = 0.0
-        fast[s] = False
-        if hi > lo:
-            centre[s], fast[s] = _session_centre(x, lo, hi, span_limit)
-
-
-@numba.njit(cache=True, nogil=True)
-def _sort_session(labels64, start, stop, counts, eps, order, lower_end, higher_start):  # pragma: no cover - compiled
+def _sort_session(labels64, start, stop, counts, eps, order, lower_end, higher_start):  # pragma: no cover
     """order[start:stop] = the session's items (as positions in it) by ascending label, tied items in their
-    order, and the label spans of each place (``_label_spans``): by counting when every label is an integer
-    below ``counts.shape[1] - 1`` (graded relevance: a grade's spans end where its run starts and start where
-    it ends), else by a merge sort."""
+    order, and the label spans of each place (``_label_spans``). Labels that are all integers below
+    ``counts.shape[1] - 1`` (graded relevance) are sorted by counting, and a grade's spans end where its run
+    starts and start where it ends; other labels by a merge sort."""
     top = 0.0
     counted = True
     for k in range(start, stop):
         v = labels64[k]
         counted &= (v >= 0.0) & (v < counts.shape[1] - 1) & (v == np.floor(v))
-        top = max(top, v)
+        top = v if v > top else top
     if not counted:
         rank = np.argsort(labels64[start:stop], kind="mergesort")
         for k in range(stop - start):
@@ -197,11 +187,12 @@ def _sort_session(labels64, start, stop, counts, eps, order, lower_end, higher_s
         fill[g] = run[g]
     for k in range(start, stop):
         g = np.int64(labels64[k])
-        place = start + fill[g]
+        order[start + fill[g]] = k - start
         fill[g] += 1
-        order[place] = k - start
-        lower_end[place] = run[g]
-        higher_start[place] = run[g + 1]
+    for g in range(grades):
+        for k in range(start + run[g], start + run[g + 1]):
+            lower_end[k] = run[g]
+            higher_start[k] = run[g + 1]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -224,30 +215,36 @@ def _label_spans(labels64, order, start, stop, eps, lower_end, higher_start):  #
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _fill_items(x64, lab64, centre, offsets, sort_rows, eps, tasks, order, lower_end, higher_start, x, shifted, lab,
-                pos, exact):  # pragma: no cover - compiled
-    """One pass, session by session: the walk's order (sorted sessions by label, with their label spans),
-    then scores, centred scores, labels and positions in the working precision in that order; exact[s]:
-    whether session s's labels are exact in the working precision (np.repeat of the centres and starts and a
-    separate comparison took three more passes, a third of a call at n = 100)."""
+def _fill_items(x64, lab64, offsets, span_limit, sort_above, eps, tasks, fast, order, lower_end, higher_start, x,
+                shifted, lab, pos, exact):  # pragma: no cover - compiled
+    """One pass, session by session: whether the session is fast (``_session_centre``); the walk's order
+    (fast sessions of more than ``sort_above`` items sorted by label, with their label spans); then scores
+    and scores minus the session's centre in the working precision in that order, and for the other
+    sessions labels and positions too; exact[s]: whether session s's labels are exact in the working
+    precision (np.repeat of the centres and starts and a separate comparison took three more passes, a
+    third of a call at n = 100). A sorted session's labels and positions are left unwritten: its rows
+    never read them."""
     n_sessions = offsets.size - 1
     for t in numba.prange(tasks):
         counts = np.empty((2, _COUNTED_GRADES + 1), np.int64)
         for s in range(t * n_sessions // tasks, (t + 1) * n_sessions // tasks):
-            c, start, stop = centre[s], offsets[s], offsets[s + 1]
-            if sort_rows[s]:
+            start, stop = offsets[s], offsets[s + 1]
+            c, fast[s] = _session_centre(x64, start, stop, span_limit) if stop > start else (0.0, False)
+            if fast[s] and stop - start > sort_above:  # the sorted rows read neither labels nor positions
                 _sort_session(lab64, start, stop, counts, eps, order, lower_end, higher_start)
-            else:
                 for k in range(start, stop):
-                    order[k] = k - start
+                    x[k] = x64[start + order[k]]
+                    shifted[k] = np.float64(x[k]) - c
+                exact[s] = True
+                continue
             same = True
             for k in range(start, stop):
-                item = start + order[k]
-                x[k] = x64[item]
-                shifted[k] = np.float64(x64[item]) - c
-                lab[k] = lab64[item]
+                order[k] = k - start
+                x[k] = x64[k]
+                shifted[k] = np.float64(x64[k]) - c
+                lab[k] = lab64[k]
                 pos[k] = k - start
-                same &= np.float64(lab[k]) == lab64[item]
+                same &= np.float64(lab[k]) == lab64[k]
             exact[s] = same
 
 
@@ -339,22 +336,19 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     # (float16 widens to float32 exactly, so half scores share the float32 compilation of every loop)
     narrow = flat_scores.dtype in (np.float16, np.float32)
     x64 = np.ascontiguousarray(flat_scores, dtype=np.float32 if narrow else np.float64)
-    centre = np.empty(lens.size)
-    fast = np.empty(lens.size, np.bool_)
-    _centres(x64, offsets, FAST_SPAN[precision], centre, fast)
-    small = fast & (lens >= 2) & (lens <= SMALL_SESSION)
     pair_visits = int(np.sum(lens * lens if full_rows else lens * (lens - 1) // 2))
     threads = numba.get_num_threads()
     parallel = pair_visits >= _PARALLEL_PAIRS and threads > 1  # worth it; parallel_launch decides at launch
     x, e, lab, pos = (np.empty(x64.size, precision) for _ in range(4))
     # positions within a session: int32 halves these arrays (a session of 2^31 items has 2^61 pairs)
     order, lower_end, higher_start = (np.empty(x64.size, np.int32) for _ in range(3))
-    exact = np.empty(lens.size, np.bool_)
+    fast, exact = np.empty(lens.size, np.bool_), np.empty(lens.size, np.bool_)
     with parallel_launch(parallel) as launch:
         (_fill_items if launch else _fill_items_serial)(
-            x64, labels64, centre, offsets, fast & (lens > SMALL_SESSION), FLT_EPSILON,
-            min(lens.size, threads * _TASKS_PER_THREAD) if launch else 1, order, lower_end, higher_start, x, e, lab,
-            pos, exact)
+            x64, labels64, offsets, FAST_SPAN[precision], SMALL_SESSION, FLT_EPSILON,
+            min(lens.size, threads * _TASKS_PER_THREAD) if launch else 1, fast, order, lower_end, higher_start, x, e,
+            lab, pos, exact)
+    small = fast & (lens >= 2) & (lens <= SMALL_SESSION)
     with np.errstate(over="ignore", invalid="ignore"):
         # NumPy's exp is vectorised (float32 with AVX2); exact sessions may overflow here and never read it
         np.exp(e, out=e)
