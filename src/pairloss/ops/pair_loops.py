@@ -762,11 +762,13 @@ def _fused_loop(x, x64, lab, lab64, e, pos, gain, disc, fast, offsets, order, lo
         for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
             s, first, end = _task_rows(tasks, t, sessions, offsets, p)
             start, stop = offsets[s], offsets[s + 1]
+            if first == end:  # a task that ends where the next session starts holds none of its rows
+                continue
             if not fast[s]:
                 for i in range(first, end):
                     item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, start, eps64)
                     out[i], _ = _gradient_row_exact(x64, lab64, gain, disc, i, start, stop, eps64)
-            elif stop - start <= fused_items:
+            elif stop - start <= fused_items:  # whole in this task (_row_tasks never cuts it)
                 _fused_session(x, e, gain, disc, lower_end, order, start, stop, coef, w_min, scratch, scratch64,
                                item_sum, item_cnt, out)
             else:
