@@ -111,7 +111,8 @@ class SessionPlan:
     offsets: np.ndarray  # (S + 1,) int64
     fast: np.ndarray  # (S,) bool: the vectorised path applies
     # The working arrays (x, labels, e, pos, lower_end, higher_start) follow the walk's order: the items of
-    # each sorted session (fast row sessions) by ascending label, every other item where it was.
+    # each sorted session (fast row sessions) by ascending label, every other item where it was. Only sorted
+    # sessions have label spans, and only the others labels and positions (which the sorted rows never read).
     # (N,) int32, counted from the start of the place's session: the item at each place of the walk; the
     # places of lower label are those before lower_end, those of higher label from higher_start on
     order: np.ndarray
