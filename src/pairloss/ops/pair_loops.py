@@ -457,7 +457,7 @@ def _slope_term(li, ei, lj, ej, eps):  # pragma: no cover - compiled
 # short row). A span is a run of partners on one side of the row item's label (sorted sessions, module
 # doc), so which item is the pair's upper one is known for the whole span: no label is read, no select
 # and no mask is needed. Partial sums are float32 over blocks of _BLOCK pairs, then float64. (Whole groups
-# of 8 plus one masked group, which the unsorted rows used to avoid LLVM's scalar remainder, measured 25 %
+# of 8 plus one masked group, which the unsorted rows used to avoid LLVM's scalar remainder, measured 20-40 %
 # slower than the plain loop here, with AVX-512 and with AVX2 code alike.)
 _BLOCK = 1024
 _U = numba.uint64

@@ -1,0 +1,82 @@
+"""Standalone timings of the pairwise logistic pair walk, for before/after comparisons of a kernel change.
+
+    python benchmarks/bench_pair_walk.py                         # the default sizes, 2 threads
+    PYTHONPATH=/path/to/old/src python benchmarks/bench_pair_walk.py   # the same for another checkout
+
+Three ways to get one call's loss and gradient (float32 scores, graded labels 0-4, equal-size sessions):
+the fused kernel of the torch path (``forward_with_unit_gradient_cpu``), the registry's forward op plus
+gradient op, and the torch front end (``reduction="sum"`` + ``backward()``). Each is called back to back
+(no pause, unlike ``bench_ops.py``, whose interleaving with peers makes every call colder); the minimum
+and the median of the repeats are printed. Run two checkouts in alternating processes: this VM's speed
+drifts by tens of percent within minutes, so only alternating runs compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numba
+import numpy as np
+import torch
+
+from pairloss.nn import functional as PF
+from pairloss.ops import lambdarank as lr
+from pairloss.ops import pairwise_loss as pwl
+
+SIZES = ((10, 100_000), (40, 25_000), (100, 10_000), (1_000, 100), (10_000, 1))
+
+
+def _times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.min(times)), float(np.median(times))
+
+
+def _calls(loss: str, n: int, sessions: int) -> dict[str, Callable[[], object]]:
+    rng = np.random.default_rng(n * 7919 + sessions)
+    x = rng.standard_normal(n * sessions).astype(np.float32)
+    labels = rng.integers(0, 5, n * sessions)
+    lengths = np.full(sessions, n)
+    ones = np.ones(sessions, np.float32)
+    args = {"sigma": 1.0, "topn": 0, "gain": "exp2"} if loss == "lambdarank" else {}
+    mod = lr if loss == "lambdarank" else pwl
+    front = PF.lambdarank_loss if loss == "lambdarank" else PF.pairwise_logistic_loss
+    xs = torch.from_numpy(x.copy()).requires_grad_(True)
+    lt, ln = torch.from_numpy(labels), torch.from_numpy(lengths)
+
+    def torch_step() -> None:
+        xs.grad = None
+        front(xs, lt, ln, reduction="sum").backward()
+
+    return {
+        "fused kernel": lambda: mod.forward_with_unit_gradient_cpu(x, labels, lengths, **args),
+        "forward op + gradient op": lambda: (mod.forward_cpu(x, labels, lengths, **args),
+                                             mod.gradient_cpu(x, labels, ones, lengths, **args)),
+        "torch front end": torch_step,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loss", choices=["logistic", "lambdarank"], default="logistic")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args()
+    numba.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    print(f"| n x sessions | pairs | {' | '.join(_calls(args.loss, 2, 1))} (min / median ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for n, sessions in SIZES:
+        cells = [f"{a * 1e3:.2f} / {b * 1e3:.2f}" for a, b in
+                 (_times(fn, args.repeats) for fn in _calls(args.loss, n, sessions).values())]
+        print(f"| {n} x {sessions} | {sessions * n * (n - 1) // 2:.2e} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
