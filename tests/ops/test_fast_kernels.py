@@ -398,6 +398,30 @@ def test_sorted_rows_agree_with_the_reference(kind: str, dtype: type, seed: int,
 
 
 @pytest.mark.usefixtures("planned_walk")
+def test_int64_walk_positions_give_the_same_results() -> None:
+    # a session of 2^31 items or more keeps its walk positions in int64: the same loops, the same numbers
+    rng = np.random.default_rng(7)
+    lengths = np.array([50, 3, 120])
+    n = int(lengths.sum())
+    scores, labels = rng.standard_normal(n), rng.integers(0, 4, n)
+    g = rng.standard_normal(lengths.size)
+
+    def run() -> tuple[np.ndarray, ...]:
+        return (pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths),
+                *pwl.forward_with_unit_gradient_cpu(scores, labels, lengths))
+
+    narrow = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pair_loops, "_INT32_PLACES", 0)
+        plan = pair_loops.plan_sessions(scores, labels.astype(np.float64), lengths, np.dtype(np.float64),
+                                        full_rows=True)
+        assert plan.order.dtype == np.int64
+        wide = run()
+    for a, b in zip(narrow, wide, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.usefixtures("planned_walk")
 def test_fused_call_walks_long_sessions_by_rows_and_matches_the_reference() -> None:
     # a sorted session longer than FUSED_ITEMS takes the row walk inside the fused loop
     rng = np.random.default_rng(5)

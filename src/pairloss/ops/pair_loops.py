@@ -78,6 +78,7 @@ __all__ = [
 
 SMALL_SESSION = 32
 _COUNTED_GRADES = 64  # a row session whose labels are integers in [0, 64) is sorted by counting
+_INT32_PLACES = 2**31  # sessions shorter than this keep their walk positions in int32
 #: A call with at most this many label pairs (unordered, ties included) skips the plan: one compiled pass
 #: in float64 computes loss and gradient per pair (scalar log1p), where building the vectorised loops'
 #: working arrays would cost more than its pairs (a mini-batch of 64 sessions of 10 items has 2,880 pairs).
@@ -113,8 +114,9 @@ class SessionPlan:
     # The working arrays (x, labels, e, pos, lower_end, higher_start) follow the walk's order: the items of
     # each sorted session (fast row sessions) by ascending label, every other item where it was. Only sorted
     # sessions have label spans, and only the others labels and positions (which the sorted rows never read).
-    # (N,) int32, counted from the start of the place's session: the item at each place of the walk; the
-    # places of lower label are those before lower_end, those of higher label from higher_start on
+    # (N,) int32 (int64 when a session has 2^31 items), counted from the start of the place's session: the
+    # item at each place of the walk; the places of lower label are those before lower_end, those of higher
+    # label from higher_start on
     order: np.ndarray
     lower_end: np.ndarray
     higher_start: np.ndarray
@@ -341,8 +343,9 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     threads = numba.get_num_threads()
     parallel = pair_visits >= _PARALLEL_PAIRS and threads > 1  # worth it; parallel_launch decides at launch
     x, e, lab, pos = (np.empty(x64.size, precision) for _ in range(4))
-    # positions within a session: int32 halves these arrays (a session of 2^31 items has 2^61 pairs)
-    order, lower_end, higher_start = (np.empty(x64.size, np.int32) for _ in range(3))
+    # positions within a session: int32 halves these arrays (int64 only for a session of 2^31 items or more)
+    places = np.int32 if int(lens.max(initial=0)) < _INT32_PLACES else np.int64
+    order, lower_end, higher_start = (np.empty(x64.size, places) for _ in range(3))
     fast, exact = np.empty(lens.size, np.bool_), np.empty(lens.size, np.bool_)
     with parallel_launch(parallel) as launch:
         (_fill_items if launch else _fill_items_serial)(
