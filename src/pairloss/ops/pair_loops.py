@@ -664,64 +664,85 @@ def _gradient_chunk(lab, e, pos, gain, disc, depth, eps, w_min, tmp, out, cnt): 
 
 
 # ---- drivers ------------------------------------------------------------------------------------------
+# One chunk of small sessions, or one task's rows of one row session, as each driver walks them; the fused
+# driver runs both kinds of piece where a session is not walked once (_fused_session).
+@numba.njit(cache=True, nogil=True, inline="always")
+def _forward_chunk_at(x, lab, e, pos, gain, disc, a, b, depth, eps, coef, w_min, item_sum,
+                      item_cnt):  # pragma: no cover - compiled
+    acc = np.zeros(b - a, e.dtype)
+    cnt = np.zeros(b - a, e.dtype)
+    if gain is None:
+        _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], None, None, depth, eps, coef, w_min, acc, cnt)
+    else:
+        _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth, eps, coef, w_min, acc, cnt)
+    for k in range(b - a):
+        item_sum[a + k] = acc[k]
+        item_cnt[a + k] = cnt[k]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gradient_chunk_at(lab, e, pos, gain, disc, a, b, depth, eps, w_min, out, item_cnt):  # pragma: no cover
+    tmp = np.empty(b - a, e.dtype)
+    acc = np.zeros(b - a, e.dtype)
+    cnt = np.zeros(b - a, e.dtype)
+    if gain is None:
+        _gradient_chunk(lab[a:b], e[a:b], pos[a:b], None, None, depth, eps, w_min, tmp, acc, cnt)
+    else:
+        _gradient_chunk(lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth, eps, w_min, tmp, acc, cnt)
+    for k in range(b - a):
+        out[a + k] = acc[k]
+        item_cnt[a + k] = cnt[k]  # each pair counted once, at its later item
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _forward_rows_at(x, x64, lab64, e, gain, disc, fast, lower_end, s, start, first, end, eps64, coef, w_min,
+                     item_sum, item_cnt):  # pragma: no cover - compiled
+    if fast[s]:
+        for i in range(first, end):
+            item_sum[i] = _forward_row_fast(x, e, gain, disc, i, start, start + lower_end[i], coef, w_min)
+            item_cnt[i] = lower_end[i]
+    else:
+        for i in range(first, end):
+            item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, start, eps64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gradient_rows_at(x64, lab64, e, gain, disc, fast, order, lower_end, higher_start, s, start, stop, first, end,
+                      eps64, w_min, out, item_cnt):  # pragma: no cover - compiled
+    if fast[s]:
+        for k in range(first, end):
+            out[start + order[k]], partners = _gradient_row_fast(e, gain, disc, k, start, start + lower_end[k],
+                                                                 start + higher_start[k], stop, w_min)
+            item_cnt[k] = 0.5 * partners  # each pair was visited from both of its items
+    else:
+        for k in range(first, end):
+            out[k], partners = _gradient_row_exact(x64, lab64, gain, disc, k, start, stop, eps64)
+            item_cnt[k] = 0.5 * partners
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
 def _forward_loop(x, x64, lab, lab64, e, pos, gain, disc, fast, offsets, lower_end, chunks, depth, sessions,
                   tasks, eps, eps64, coef, w_min, item_sum, item_cnt):  # pragma: no cover - compiled
-    work = e.dtype
     for c in numba.prange(chunks.shape[0]):
-        a, b = chunks[c, 0], chunks[c, 1]
-        acc = np.zeros(b - a, work)
-        cnt = np.zeros(b - a, work)
-        if gain is None:
-            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, coef, w_min, acc, cnt)
-        else:
-            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, coef, w_min,
-                           acc, cnt)
-        for k in range(b - a):
-            item_sum[a + k] = acc[k]
-            item_cnt[a + k] = cnt[k]
+        _forward_chunk_at(x, lab, e, pos, gain, disc, chunks[c, 0], chunks[c, 1], depth[c], eps, coef, w_min,
+                          item_sum, item_cnt)
     for t in numba.prange(tasks.shape[0] - 1):
         for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
             s, first, end = _task_rows(tasks, t, sessions, offsets, p)
-            start = offsets[s]
-            if fast[s]:
-                for i in range(first, end):
-                    item_sum[i] = _forward_row_fast(x, e, gain, disc, i, start, start + lower_end[i], coef, w_min)
-                    item_cnt[i] = lower_end[i]
-            else:
-                for i in range(first, end):
-                    item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, start, eps64)
+            _forward_rows_at(x, x64, lab64, e, gain, disc, fast, lower_end, s, offsets[s], first, end, eps64, coef,
+                             w_min, item_sum, item_cnt)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
 def _gradient_loop(x64, lab, lab64, e, pos, gain, disc, fast, offsets, order, lower_end, higher_start, chunks,
                    depth, sessions, tasks, eps, eps64, w_min, out, item_cnt):  # pragma: no cover - compiled
-    work = e.dtype
     for c in numba.prange(chunks.shape[0]):
-        a, b = chunks[c, 0], chunks[c, 1]
-        tmp = np.empty(b - a, work)
-        acc = np.zeros(b - a, work)
-        cnt = np.zeros(b - a, work)
-        if gain is None:
-            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, w_min, tmp, acc, cnt)
-        else:
-            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, w_min, tmp, acc, cnt)
-        for k in range(b - a):
-            out[a + k] = acc[k]
-            item_cnt[a + k] = cnt[k]  # each pair counted once, at its later item
+        _gradient_chunk_at(lab, e, pos, gain, disc, chunks[c, 0], chunks[c, 1], depth[c], eps, w_min, out, item_cnt)
     for t in numba.prange(tasks.shape[0] - 1):
         for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
             s, first, end = _task_rows(tasks, t, sessions, offsets, p)
-            start, stop = offsets[s], offsets[s + 1]
-            if fast[s]:
-                for k in range(first, end):
-                    out[start + order[k]], partners = _gradient_row_fast(e, gain, disc, k, start, start + lower_end[k],
-                                                                         start + higher_start[k], stop, w_min)
-                    item_cnt[k] = 0.5 * partners  # each pair was visited from both of its items
-            else:
-                for k in range(first, end):
-                    out[k], partners = _gradient_row_exact(x64, lab64, gain, disc, k, start, stop, eps64)
-                    item_cnt[k] = 0.5 * partners
+            _gradient_rows_at(x64, lab64, e, gain, disc, fast, order, lower_end, higher_start, s, offsets[s],
+                              offsets[s + 1], first, end, eps64, w_min, out, item_cnt)
 
 
 _forward_loop_serial = serial_twin(_forward_loop)
@@ -738,49 +759,29 @@ FUSED_ITEMS = 2048
 def _fused_loop(x, x64, lab, lab64, e, pos, gain, disc, fast, offsets, order, lower_end, higher_start, chunks, depth,
                 sessions, tasks, fused_items, eps, eps64, coef, w_min, item_sum, item_cnt, out):  # pragma: no cover
     # The forward's and the gradient's loops in one launch over the forward's tasks. A sorted session of at
-    # most fused_items items (whole in one task) is walked once (_fused_session); a longer one walks its rows
-    # as the two loops do (each row owns what it writes, so tasks may cut the session).
-    work = e.dtype
+    # most fused_items items (whole in one task) is walked once (_fused_session); any other piece runs the
+    # gradient's and then the forward's code (each row owns what it writes, so tasks may cut the session).
+    # The forward writes item_cnt last: its per-item counts, whose session sums are the gradient's too.
     for c in numba.prange(chunks.shape[0]):
         a, b = chunks[c, 0], chunks[c, 1]
-        acc = np.zeros(b - a, work)
-        cnt = np.zeros(b - a, work)
-        tmp = np.empty(b - a, work)
-        slope = np.zeros(b - a, work)
-        unused = np.zeros(b - a, work)
-        if gain is None:
-            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, coef, w_min, acc, cnt)
-            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], None, None, depth[c], eps, w_min, tmp, slope, unused)
-        else:
-            _forward_chunk(x[a:b], lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, coef, w_min,
-                           acc, cnt)
-            _gradient_chunk(lab[a:b], e[a:b], pos[a:b], gain[a:b], disc[a:b], depth[c], eps, w_min, tmp, slope,
-                            unused)
-        for k in range(b - a):
-            item_sum[a + k] = acc[k]
-            item_cnt[a + k] = cnt[k]
-            out[a + k] = slope[k]
+        _gradient_chunk_at(lab, e, pos, gain, disc, a, b, depth[c], eps, w_min, out, item_cnt)
+        _forward_chunk_at(x, lab, e, pos, gain, disc, a, b, depth[c], eps, coef, w_min, item_sum, item_cnt)
     for t in numba.prange(tasks.shape[0] - 1):
-        scratch = np.empty(fused_items, work)
+        scratch = np.empty(fused_items, e.dtype)
         scratch64 = np.empty(fused_items, np.float64)
         for p in range(tasks[t, 0], min(tasks[t + 1, 0] + 1, sessions.size)):
             s, first, end = _task_rows(tasks, t, sessions, offsets, p)
             start, stop = offsets[s], offsets[s + 1]
             if first == end:  # a task that ends where the next session starts holds none of its rows
                 continue
-            if not fast[s]:
-                for i in range(first, end):
-                    item_sum[i], item_cnt[i] = _forward_row_exact(x64, lab64, gain, disc, i, start, eps64)
-                    out[i], _ = _gradient_row_exact(x64, lab64, gain, disc, i, start, stop, eps64)
-            elif stop - start <= fused_items:  # whole in this task (_row_tasks never cuts it)
+            if fast[s] and stop - start <= fused_items:  # whole in this task (_row_tasks never cuts it)
                 _fused_session(x, e, gain, disc, lower_end, order, start, stop, coef, w_min, scratch, scratch64,
                                item_sum, item_cnt, out)
             else:
-                for i in range(first, end):
-                    item_sum[i] = _forward_row_fast(x, e, gain, disc, i, start, start + lower_end[i], coef, w_min)
-                    item_cnt[i] = lower_end[i]
-                    out[start + order[i]], _ = _gradient_row_fast(e, gain, disc, i, start, start + lower_end[i],
-                                                                  start + higher_start[i], stop, w_min)
+                _gradient_rows_at(x64, lab64, e, gain, disc, fast, order, lower_end, higher_start, s, start, stop,
+                                  first, end, eps64, w_min, out, item_cnt)
+                _forward_rows_at(x, x64, lab64, e, gain, disc, fast, lower_end, s, start, first, end, eps64, coef,
+                                 w_min, item_sum, item_cnt)
 
 
 _fused_loop_serial = serial_twin(_fused_loop)
