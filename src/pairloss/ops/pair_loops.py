@@ -372,10 +372,10 @@ def _walk_items(order: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return order + np.repeat(np.cumsum(lens) - lens, lens)
 
 
-def _forward_rows(plan: SessionPlan, whole_up_to: int = 0) -> SessionPlan:
+def _forward_rows(plan: SessionPlan, whole_up_to: int) -> SessionPlan:
     """A gradient plan (``full_rows=True``) with the forward's row tasks: the same arrays, so one plan
-    serves both loops of a fused call, and the forward's triangular rows still split into equal work
-    (sessions of at most ``whole_up_to`` items stay whole in one task)."""
+    serves the fused call, whose triangular rows still split into equal work (sessions of at most
+    ``whole_up_to`` items stay whole in one task)."""
     tasks = _row_tasks(plan.offsets, plan.row_sessions, False, plan.row_tasks.shape[0] - 1, whole_up_to)
     return dataclasses.replace(plan, row_tasks=tasks)
 
@@ -788,12 +788,14 @@ _fused_loop_serial = serial_twin(_fused_loop)
 
 
 @numba.njit(cache=True, nogil=True)
-def _session_sums(offsets, values, out):  # pragma: no cover - compiled
+def _session_sums(offsets, values):  # pragma: no cover - compiled
+    out = np.empty(offsets.size - 1)
     for s in range(offsets.size - 1):
         total = 0.0
         for k in range(offsets[s], offsets[s + 1]):
             total += values[k]
         out[s] = total
+    return out
 
 
 # ---- direct pass (small calls) --------------------------------------------------------------------------
@@ -924,11 +926,7 @@ def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None
              plan.coefficients, plan.w_min, item_sum, item_cnt)
     if weights is not None:
         item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
-    sums = np.zeros(plan.lens.size)
-    pairs = np.zeros(plan.lens.size)
-    _session_sums(plan.offsets, item_sum, sums)
-    _session_sums(plan.offsets, item_cnt, pairs)
-    return sums, pairs
+    return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt)
 
 
 def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
@@ -948,9 +946,7 @@ def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | Non
              plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out, item_cnt)
     if weights is not None:
         out *= weights.inv_ideal
-    pairs = np.zeros(plan.lens.size)
-    _session_sums(plan.offsets, item_cnt, pairs)
-    return out, pairs
+    return out, _session_sums(plan.offsets, item_cnt)
 
 
 def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
@@ -973,10 +969,7 @@ def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairW
     if weights is not None:
         item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
         slope *= weights.inv_ideal
-    sums, pairs = np.zeros(plan.lens.size), np.zeros(plan.lens.size)
-    _session_sums(plan.offsets, item_sum, sums)
-    _session_sums(plan.offsets, item_cnt, pairs)
-    return sums, pairs, slope
+    return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt), slope
 
 
 # ---- second order (float64, exact per pair: double backward is rare and must be right) ---------------
@@ -1040,8 +1033,4 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     if weights is not None:
         hv *= weights.inv_ideal
         vslope *= weights.inv_ideal
-    dot = np.zeros(lens.size)
-    pairs = np.zeros(lens.size)
-    _session_sums(offsets, vslope, dot)
-    _session_sums(offsets, item_cnt, pairs)
-    return hv, dot, pairs
+    return hv, _session_sums(offsets, vslope), _session_sums(offsets, item_cnt)
