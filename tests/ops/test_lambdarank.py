@@ -107,8 +107,13 @@ def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn
     rng = np.random.default_rng(seed)
     lengths = rng.choice(np.array([0, 1, 2, 17, lr._COUNT_MAX, lr._COUNT_MAX + 1, 300]), size=rng.integers(1, 6))
     n = int(lengths.sum())
-    scores = rng.integers(-3, 4, n).astype(np.float64)
-    if rng.random() < 0.5:  # sessions without a NaN take the counting rank's one-comparison loop
+    if rng.random() < 0.5:
+        scores = rng.integers(-3, 4, n).astype(np.float64)
+    else:  # distinct scores (the one-comparison count) or a few repeated ones (the count again with ties)
+        scores = rng.standard_normal(n)
+        if n and rng.random() < 0.5:
+            scores[rng.integers(0, n, 3)] = scores[rng.integers(0, n)]
+    if rng.random() < 0.5:  # sessions without a NaN take the counting rank's loops without the NaN rules
         scores[rng.random(n) < 0.1] = np.nan
     # integer grades take the count per label for the ideal DCG, other labels a sort
     labels = rng.integers(0, 5, n).astype(np.float64) if integer_labels else rng.integers(0, 9, n) / 2.0
@@ -117,6 +122,25 @@ def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn
     np.testing.assert_array_equal(got.gain, want.gain)
     np.testing.assert_array_equal(got.discount, want.discount)
     np.testing.assert_allclose(got.inv_ideal, want.inv_ideal, rtol=1e-15)
+
+
+def test_float32_and_float16_scores_rank_as_their_float64_values() -> None:
+    rng = np.random.default_rng(5)
+    lengths = np.array([3, 40, lr._COUNT_MAX + 7, 1])
+    labels = rng.integers(0, 5, lengths.sum()).astype(np.float64)
+    for dtype in (np.float32, np.float16):
+        scores = rng.standard_normal(lengths.sum()).astype(dtype)
+        scores[::9] = scores[1]  # ties, broken by input order
+        got = lr.lambdarank_weights(scores, labels, lengths, topn=0, gain="exp2")
+        want = lr._reference_weights(scores.astype(np.float64), labels, lengths, 0, "exp2")
+        np.testing.assert_array_equal(got.discount, want.discount)
+
+
+def test_graded_labels_are_recognised_in_one_pass() -> None:
+    assert lr._grade_levels(np.array([0.0, 3.0, 1.0])) == 4
+    assert lr._grade_levels(np.array([], np.float64)) == 0
+    for bad in ([0.0, 1.5], [-1.0, 2.0], [0.0, float(lr._MAX_LEVELS)], [0.0, np.nan]):
+        assert lr._grade_levels(np.array(bad)) == 0
 
 
 def test_ideal_dcg_by_label_counts_equals_the_sorted_one() -> None:

@@ -356,7 +356,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     with np.errstate(over="ignore", invalid="ignore"):
         # NumPy's exp is vectorised (float32 with AVX2); exact sessions may overflow here and never read it
         np.exp(e, out=e)
-    labels = lab if exact.all() else labels64[_walk_items(order, lens)]
+    labels = lab if exact.all() else _in_walk_order(order, offsets, labels64, labels64.dtype, parallel)
     chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
     row_sessions = np.flatnonzero(~small & (lens >= 2))
     n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
@@ -367,9 +367,29 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
                        precision.type(_W_MIN[precision]), labels.dtype.type(FLT_EPSILON), parallel)
 
 
-def _walk_items(order: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The item at each place of the walk, from the places within each session (``SessionPlan.order``)."""
-    return order + np.repeat(np.cumsum(lens) - lens, lens)
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gather_walk(order, offsets, tasks, values, out):  # pragma: no cover - compiled
+    # out[k] = values[the item at place k of the walk], in out's precision, one pass: order plus each
+    # item's session start as an int64 array, then a gather and a cast, wrote four call-sized temporaries
+    n_sessions = offsets.size - 1
+    for t in numba.prange(tasks):
+        for s in range(t * n_sessions // tasks, (t + 1) * n_sessions // tasks):
+            start = offsets[s]
+            for k in range(start, offsets[s + 1]):
+                out[k] = values[start + order[k]]
+
+
+_gather_walk_serial = serial_twin(_gather_walk)
+
+
+def _in_walk_order(order: np.ndarray, offsets: np.ndarray, values: np.ndarray, dtype: np.dtype,
+                   parallel: bool) -> np.ndarray:
+    """``values`` (one per item, input order) in the walk's order (``SessionPlan.order``), as ``dtype``."""
+    out = np.empty(values.size, dtype)
+    with parallel_launch(parallel) as launch:
+        tasks = max(1, min(offsets.size - 1, numba.get_num_threads() * _TASKS_PER_THREAD)) if launch else 1
+        (_gather_walk if launch else _gather_walk_serial)(order, offsets, tasks, values, out)
+    return out
 
 
 def _forward_rows(plan: SessionPlan, whole_up_to: int) -> SessionPlan:
@@ -905,8 +925,8 @@ def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.n
     """
     if weights is None:
         return None, None
-    items = _walk_items(plan.order, plan.lens)
-    return weights.gain[items].astype(plan.e.dtype), weights.discount[items].astype(plan.e.dtype)
+    gain = _in_walk_order(plan.order, plan.offsets, weights.gain, plan.e.dtype, plan.parallel)
+    return gain, _in_walk_order(plan.order, plan.offsets, weights.discount, plan.e.dtype, plan.parallel)
 
 
 def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
