@@ -36,7 +36,10 @@ import numpy.typing as npt
 from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
 from pairloss.ops.pair_loops import (
+    DirectPlan,
     PairWeights,
+    SessionPlan,
+    WalkWeights,
     logistic_forward,
     logistic_forward_and_gradient,
     logistic_gradient,
@@ -229,14 +232,18 @@ def _descending_order(values, lo, hi, order, rank):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, n_chunks, discount,
+def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, walk, n_chunks, gain_out, discount,
                      inv_ideal):  # pragma: no cover - compiled
-    """Discounts from the ranking by score and the inverse ideal DCG, chunks of sessions in parallel;
-    log2_rank[r] = log2(2 + r), computed once per call (a log per item cost as much as the sort).
+    """Gains and discounts (from the ranking by score) per item and the inverse ideal DCG per item, chunks of
+    sessions in parallel; log2_rank[r] = log2(2 + r), computed once per call (a log per item cost as much
+    as the sort).
 
-    A non-empty ``level_gain``: the labels are the integers 0 .. levels - 1 with these gains, which the loop
-    writes into ``gains`` (else the caller fills it), and the ideal ranking (labels descending; the gain
-    rises with the label) comes from a count per label, not a sort.
+    An empty ``walk``: gain_out and discount in input order. Else in a pair walk's order (place p of a
+    session holds its item walk[p], ``SessionPlan.order``) and gain_out's and discount's precision, which
+    spares the pair loops a gather and a cast of each. A non-empty ``level_gain``: the labels are the
+    integers 0 .. levels - 1 with these gains, which the loop writes (else ``gains`` holds each item's), and
+    the ideal ranking (labels descending; the gain rises with the label) comes from a count per label, not a
+    sort.
     """
     levels = level_gain.size
     n_sessions = offsets.size - 1
@@ -244,6 +251,7 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, n_c
     for c in numba.prange(n_chunks):
         order = np.empty(longest, np.int64)
         rank = np.empty(longest, np.int64)
+        session_discount = np.empty(longest)
         per_level = np.empty(max(levels, 1), np.int64)
         for s in range(c * n_sessions // n_chunks, (c + 1) * n_sessions // n_chunks):
             lo, hi = offsets[s], offsets[s + 1]
@@ -253,14 +261,12 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, n_c
             _descending_order(x, lo, hi, order, rank)
             cut = n if topn == 0 else min(n, topn)
             for r in range(n):
-                discount[lo + order[r]] = 1.0 / log2_rank[r] if r < cut else 0.0
+                session_discount[order[r]] = 1.0 / log2_rank[r] if r < cut else 0.0
             idcg = 0.0
             if levels > 0:
                 per_level[:] = 0
                 for k in range(lo, hi):
-                    level = np.int64(labels[k])
-                    per_level[level] += 1
-                    gains[k] = level_gain[level]
+                    per_level[np.int64(labels[k])] += 1
                 r = 0
                 for level in range(levels - 1, -1, -1):
                     for _ in range(per_level[level]):
@@ -272,8 +278,11 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, n_c
                 for r in range(cut):
                     idcg += gains[lo + order[r]] / log2_rank[r]
             inv = 1.0 / idcg if idcg > 0.0 else 0.0
-            for k in range(lo, hi):
-                inv_ideal[k] = inv
+            for p in range(n):
+                item = walk[lo + p] if walk.size else p
+                discount[lo + p] = session_discount[item]
+                gain_out[lo + p] = level_gain[np.int64(labels[lo + item])] if levels > 0 else gains[lo + item]
+                inv_ideal[lo + p] = inv
 
 
 _MAX_LEVELS = 256
@@ -311,21 +320,21 @@ _PARALLEL_ITEMS = 1 << 15
 _RANKED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, *, topn: int,
-                       gain: str) -> PairWeights:
-    """Per-item gains, discounts (from the current ranking by ``scores``) and inverse ideal DCG."""
+def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, topn: int, gain: str,
+                  walk: np.ndarray, gain_out: np.ndarray, discount: np.ndarray) -> np.ndarray:
+    """Fill gain_out and discount (input order for an empty ``walk``, else the walk's); the inverse ideal
+    DCG per item."""
     offsets = np.zeros(lens.size + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
     level_gain = _level_gains(labels64, gain)
-    if level_gain.size:  # graded labels: the kernel writes each item's gain from its grade's
-        gains = np.empty(labels64.size)
+    if level_gain.size:  # graded labels: the kernel takes each item's gain from its grade's
+        gains = np.empty(0)
     elif gain == "exp2":
         gains = np.exp2(labels64)
         gains -= 1.0
     else:
         gains = labels64.astype(np.float64, copy=True)
-    discount = np.zeros(labels64.size)
-    inv_ideal = np.zeros(labels64.size)
+    inv_ideal = np.empty(labels64.size)
     # NaN scores rank last (argsort of -NaN), as np.argsort puts NaN at the end; float32 scores are ranked
     # as they are (their float64 values compare the same), float16 ones as float32 (no Numba arithmetic)
     ranked = np.ascontiguousarray(scores, dtype=scores.dtype if scores.dtype in _RANKED_DTYPES else np.float32)
@@ -333,8 +342,29 @@ def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     with parallel_launch(labels64.size >= _PARALLEL_ITEMS) as parallel:
         weights = _session_weights if parallel else _session_weights_serial
         n_chunks = min(lens.size, 8 * numba.get_num_threads()) if parallel else 1
-        weights(ranked, gains, labels64, level_gain, offsets, int(topn), log2_rank, n_chunks, discount, inv_ideal)
+        weights(ranked, gains, labels64, level_gain, offsets, int(topn), log2_rank, walk, n_chunks, gain_out,
+                discount, inv_ideal)
+    return inv_ideal
+
+
+def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, *, topn: int,
+                       gain: str) -> PairWeights:
+    """Per-item gains, discounts (from the current ranking by ``scores``) and inverse ideal DCG, float64,
+    input order."""
+    gains, discount = np.empty(labels64.size), np.empty(labels64.size)
+    inv_ideal = _weights_into(scores, labels64, lens, topn, gain, np.empty(0, np.int64), gains, discount)
     return PairWeights(gains, discount, inv_ideal)
+
+
+def weights_for_plan(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, plan: SessionPlan | DirectPlan, *,
+                     topn: int, gain: str) -> PairWeights | WalkWeights:
+    """The weights as ``plan``'s pair loops read them: :class:`WalkWeights` (walk order, working
+    precision) for a :class:`SessionPlan`, :func:`lambdarank_weights` for a :class:`DirectPlan`."""
+    if isinstance(plan, DirectPlan):
+        return lambdarank_weights(scores, labels64, lens, topn=topn, gain=gain)
+    gains, discount = np.empty(labels64.size, plan.e.dtype), np.empty(labels64.size, plan.e.dtype)
+    inv_ideal = _weights_into(scores, labels64, lens, topn, gain, plan.order, gains, discount)
+    return WalkWeights(gains, discount, inv_ideal)
 
 
 def _pair_weight(w: PairWeights, i: int, j: int) -> float:
@@ -442,8 +472,8 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
                 topn: int, gain: str) -> np.ndarray:
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     _check_args(lab, sigma, topn, gain)
-    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
     plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     sums, pairs = logistic_forward(plan, weights)
     return np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0).astype(x.dtype)
 
@@ -454,8 +484,8 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
     one plan: the fused kernel of the torch path."""
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     _check_args(lab, sigma, topn, gain)
-    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
     plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     sums, pairs, slope = logistic_forward_and_gradient(plan, weights)
     scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=pairs > 0)
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
@@ -466,8 +496,8 @@ def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, 
                  *, sigma: float, topn: int, gain: str) -> np.ndarray:
     x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
     _check_args(lab, sigma, topn, gain)
-    weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
     plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     slope, pairs = logistic_gradient(plan, weights)
     scale = np.divide(sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     return times_session_values(slope, scale, lens).reshape(x.shape).astype(x.dtype)

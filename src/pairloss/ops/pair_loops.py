@@ -68,6 +68,7 @@ __all__ = [
     "DirectPlan",
     "PairWeights",
     "SessionPlan",
+    "WalkWeights",
     "diagonal_chunks",
     "logistic_forward",
     "logistic_forward_and_gradient",
@@ -98,6 +99,16 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 @dataclass(frozen=True)
 class PairWeights:
     """LambdaRank pair weights ``|G_i - G_j| |D_i - D_j| inv_i`` as per-item float64 arrays."""
+
+    gain: np.ndarray
+    discount: np.ndarray
+    inv_ideal: np.ndarray
+
+
+@dataclass(frozen=True)
+class WalkWeights:
+    """The same weights as a :class:`SessionPlan`'s loops read them: gain and discount in the plan's walk
+    order and working precision, inv_ideal per item in float64 (constant over each session, so in any order)."""
 
     gain: np.ndarray
     discount: np.ndarray
@@ -907,9 +918,11 @@ _FLOAT64 = np.dtype(np.float64)
 _DIRECT_COEFFICIENTS = tuple(1.0 / (2 * k + 1) for k in range(_SERIES_TERMS[_FLOAT64]))
 
 
-def _direct(plan: DirectPlan, weights: PairWeights | None, with_slope: bool
+def _direct(plan: DirectPlan, weights: PairWeights | WalkWeights | None, with_slope: bool
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(loss sum, discordant pairs, d pair sum / dx per item or zeros) of a direct plan, float64."""
+    if isinstance(weights, WalkWeights):
+        raise TypeError("a DirectPlan reads PairWeights (input order, float64), not WalkWeights")
     sums, pairs, slope = np.empty(plan.lens.size), np.empty(plan.lens.size), np.zeros(plan.x64.size)
     gain, disc, inv = (None, None, None) if weights is None else (weights.gain, weights.discount, weights.inv_ideal)
     _direct_pass(plan.x64, plan.labels64, gain, disc, inv, plan.offsets, FLT_EPSILON, _DIRECT_COEFFICIENTS,
@@ -917,7 +930,8 @@ def _direct(plan: DirectPlan, weights: PairWeights | None, with_slope: bool
     return sums, pairs, slope
 
 
-def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _weight_arrays(plan: SessionPlan, weights: PairWeights | WalkWeights | None
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Gains and discounts in the working precision and the walk's order, the inverse ideal DCG left out.
 
     The weight of a pair is |G_i - G_j| |D_i - D_j| inv_s; inv_s is per session, so the loops leave it out
@@ -925,11 +939,13 @@ def _weight_arrays(plan: SessionPlan, weights: PairWeights | None) -> tuple[np.n
     """
     if weights is None:
         return None, None
+    if isinstance(weights, WalkWeights):
+        return weights.gain, weights.discount
     gain = _in_walk_order(plan.order, plan.offsets, weights.gain, plan.e.dtype, plan.parallel)
     return gain, _in_walk_order(plan.order, plan.offsets, weights.discount, plan.e.dtype, plan.parallel)
 
 
-def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
+def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | WalkWeights | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(loss sum, discordant pairs) per session, float64: the weighted sum of softplus(x_lo - x_hi)."""
     if isinstance(plan, DirectPlan):
@@ -949,7 +965,7 @@ def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | None
     return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt)
 
 
-def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
+def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | WalkWeights | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(d pair sum / dx per item, discordant pairs per session), float64."""
     if isinstance(plan, DirectPlan):
@@ -969,7 +985,7 @@ def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | Non
     return out, _session_sums(plan.offsets, item_cnt)
 
 
-def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | None = None
+def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | WalkWeights | None = None
                                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(loss sum, discordant pairs, d pair sum / dx per item) on one gradient plan (``full_rows=True``):
     the fused call of the torch path, one planning for both loops (one pass for a direct plan)."""
