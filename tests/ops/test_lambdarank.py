@@ -143,6 +143,20 @@ def test_graded_labels_are_recognised_in_one_pass() -> None:
         assert lr._grade_levels(np.array(bad)) == 0
 
 
+def test_ideal_dcg_beyond_the_table_of_terms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lr, "_IDEAL_TABLE", 12)  # 5 grades: the table holds ranks 0 and 1, later ones divide
+    rng = np.random.default_rng(8)
+    lengths = np.array([1, 7, 40, 200])
+    labels = rng.integers(0, 5, lengths.sum()).astype(np.float64)
+    labels[:5] = 4.0  # every grade present
+    scores = rng.standard_normal(lengths.sum())
+    for topn in (0, 3):
+        got = lr.lambdarank_weights(scores, labels, lengths, topn=topn, gain="exp2")
+        want = lr._reference_weights(scores, labels, lengths, topn, "exp2")
+        np.testing.assert_array_equal(got.inv_ideal, want.inv_ideal)
+        np.testing.assert_array_equal(got.discount, want.discount)
+
+
 def test_ideal_dcg_by_label_counts_equals_the_sorted_one() -> None:
     rng = np.random.default_rng(2)
     lengths = np.array([5, 0, 70, 1, 200])

@@ -232,11 +232,13 @@ def _descending_order(values, lo, hi, order, rank):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, walk, n_chunks, gain_out, discount,
-                     inv_ideal):  # pragma: no cover - compiled
+def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, rank_discount, ideal_terms, walk, n_chunks,
+                     gain_out, discount, inv_ideal):  # pragma: no cover - compiled
     """Gains and discounts (from the ranking by score) per item and the inverse ideal DCG per item, chunks of
     sessions in parallel; log2_rank[r] = log2(2 + r), computed once per call (a log per item cost as much
-    as the sort).
+    as the sort), as are rank_discount = 1 / log2_rank and, for graded labels, ideal_terms[level, r] =
+    level_gain[level] / log2_rank[r] for the first ranks (two divisions an item had cost a third of the
+    loop; the quotients are the same, so are the sums).
 
     An empty ``walk``: gain_out and discount in input order. Else in a pair walk's order (place p of a
     session holds its item walk[p], ``SessionPlan.order``) and gain_out's and discount's precision, which
@@ -246,6 +248,7 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, wal
     sort.
     """
     levels = level_gain.size
+    table_ranks = ideal_terms.shape[1]
     n_sessions = offsets.size - 1
     longest = log2_rank.size  # one entry per rank of the longest session
     for c in numba.prange(n_chunks):
@@ -261,7 +264,7 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, wal
             _descending_order(x, lo, hi, order, rank)
             cut = n if topn == 0 else min(n, topn)
             for r in range(n):
-                session_discount[order[r]] = 1.0 / log2_rank[r] if r < cut else 0.0
+                session_discount[order[r]] = rank_discount[r] if r < cut else 0.0
             idcg = 0.0
             if levels > 0:
                 per_level[:] = 0
@@ -269,10 +272,10 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, wal
                     per_level[np.int64(labels[k])] += 1
                 r = 0
                 for level in range(levels - 1, -1, -1):
-                    for _ in range(per_level[level]):
-                        if r < cut:
-                            idcg += level_gain[level] / log2_rank[r]
-                        r += 1
+                    stop = min(r + per_level[level], cut)
+                    for q in range(r, stop):  # the table's terms are the quotients: the same sum
+                        idcg += ideal_terms[level, q] if q < table_ranks else level_gain[level] / log2_rank[q]
+                    r += per_level[level]
             else:
                 _descending_order(gains, lo, hi, order, rank)  # the ideal ranking
                 for r in range(cut):
@@ -318,6 +321,7 @@ def _log2_ranks(m):  # pragma: no cover - compiled
 _session_weights_serial = serial_twin(_session_weights)
 _PARALLEL_ITEMS = 1 << 15
 _RANKED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_IDEAL_TABLE = 1 << 16  # entries of the (grade, rank) table of ideal DCG terms; later ranks divide
 
 
 def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, topn: int, gain: str,
@@ -342,7 +346,8 @@ def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, to
     with parallel_launch(labels64.size >= _PARALLEL_ITEMS) as parallel:
         weights = _session_weights if parallel else _session_weights_serial
         n_chunks = min(lens.size, 8 * numba.get_num_threads()) if parallel else 1
-        weights(ranked, gains, labels64, level_gain, offsets, int(topn), log2_rank, walk, n_chunks, gain_out,
+        weights(ranked, gains, labels64, level_gain, offsets, int(topn), log2_rank, 1.0 / log2_rank,
+                level_gain[:, None] / log2_rank[:_IDEAL_TABLE // max(level_gain.size, 1)], walk, n_chunks, gain_out,
                 discount, inv_ideal)
     return inv_ideal
 
