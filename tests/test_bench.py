@@ -43,6 +43,13 @@ def test_session_losses_tiny_run_checks_every_torch_peer(loss: str) -> None:
     assert {r.case for r in rows if r.kind == "limit"} == {f"n={n:,} x {s:,} sessions" for n, s in TINY}
     md = suite.to_markdown(rows)
     assert spec.section in md and "ratio median" in md
+    # the logistic loss is also measured against the limit loop timed in its own interleaved repeats
+    same_minutes = {r.case for r in rows if r.kind == "limit" and "interleaved" in r.baseline}
+    if loss == "logistic":
+        assert same_minutes == {f"n={n:,} x {s:,} sessions" for n, s in TINY}
+        assert "pairloss / limit, interleaved" in md
+    else:
+        assert not same_minutes and "pairloss / limit, interleaved" not in md
 
 
 def test_lambdarank_slot_skips_cleanly_until_the_op_exists() -> None:

@@ -15,12 +15,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 
 from pairloss.bench.timing import Stats, interleaved
 
-__all__ = ["hinge_sort_limit", "logistic_limits"]
+__all__ = ["hinge_sort_limit", "logistic_limit_call", "logistic_limits"]
 
 _BLOCK = 4096  # pairs per block: two float64 blocks are 64 KiB, in L2 everywhere
 
@@ -124,6 +126,18 @@ def logistic_limits(pairs: int, repeats: int) -> dict[str, Stats]:
     for name, st in interleaved(fns, repeats).items():
         out[name] = st.per(reps * _BLOCK)
     return out
+
+
+def logistic_limit_call(pairs: int, dtype: type) -> tuple[Callable[[], float], int]:
+    """(one call of the vectorised-log1p limit loop over about ``pairs`` pairs, the pairs it computes): a
+    contender to time beside a kernel in the same interleaved repeats, so that a kernel's distance from the
+    limit is measured in the same minutes as the kernel (this VM's speed drifts within a run)."""
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0.5, 1.0, _BLOCK).astype(dtype)
+    a = (b * rng.uniform(1e-3, 1.0, _BLOCK)).astype(dtype)
+    reps = max(numba.get_num_threads(), round(pairs / _BLOCK))
+    poly = _poly_f64 if np.dtype(dtype) == np.float64 else _poly_f32
+    return (lambda: poly(a, b, reps)), reps * _BLOCK
 
 
 @numba.njit(parallel=True, cache=True)

@@ -281,6 +281,7 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
                 info[peer.key]["float32 at this size"] = f"value {rel_v:.0e}, grad {rel_g:.0e}"
             fns[peer.key] = step
             items[peer.key] = k * n
+        limit_pairs = _add_limit_calls(spec, fns, n_sessions * n * (n - 1) // 2)
         times = interleaved(fns, cfg.repeats, budget_s=cfg.case_budget_s)
         memory = {name: peak_extra_mib(f) for name, f in fns.items()}
         ours = times["pairloss"]
@@ -306,6 +307,43 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
             rows.append(BenchRow(spec.section, case, ours.median, peer.label, st.median * scale, notes,
                                  ours.mean, st.mean * scale))
         rows += _limit_rows(spec, case, n, n_sessions, scores, times, logistic_limit, cfg)
+        rows += _interleaved_limit_rows(spec, case, n, n_sessions, times, limit_pairs)
+    return rows
+
+
+_INTERLEAVED_LIMITS = {"float64": np.float64, "float32": np.float32}
+
+
+def _add_limit_calls(spec: LossSpec, fns: dict[str, Callable[[], Any]], pairs: int) -> dict[str, int]:
+    """Add the logistic limit loop (float64 and float32) over this case's pairs to the contenders; the pairs
+    each computes."""
+    if spec.limit != "logistic":
+        return {}
+    computed = {}
+    for dtype_name, dtype in _INTERLEAVED_LIMITS.items():
+        call, computed[dtype_name] = limits.logistic_limit_call(pairs, dtype)
+        fns[f"compute limit {dtype_name}, interleaved"] = call
+    return computed
+
+
+def _interleaved_limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, times: dict[str, Stats],
+                            limit_pairs: dict[str, int]) -> list[BenchRow]:
+    """pairloss against the limit loop timed in the same interleaved repeats (the run-start limit above
+    can be minutes and a speed phase of this VM away)."""
+    rows = []
+    pairs = n_sessions * n * (n - 1) / 2
+    for dtype_name, computed in limit_pairs.items():
+        lim = times[f"compute limit {dtype_name}, interleaved"]
+        per_pair, per_pair_mean = lim.median / computed, lim.mean / computed
+        for who in ("pairloss", "pairloss ops"):
+            st = times[who]
+            rows.append(BenchRow(spec.section, case, st.median,
+                                 f"compute limit {dtype_name}, interleaved (numba, polynomial log1p)",
+                                 per_pair * pairs,
+                                 {"limit ns/pair": f"{per_pair * 1e9:.2f}",
+                                  "ours ns/pair": f"{st.median / pairs * 1e9:.2f}",
+                                  "ours / limit": f"{st.median / (per_pair * pairs):.2f}x"},
+                                 st.mean, per_pair_mean * pairs, kind="limit", ours_label=who))
     return rows
 
 
@@ -567,7 +605,9 @@ def _summary(rows: list[BenchRow], section: str) -> list[str]:
         return []
     conditions = {c for _, c in cases}
     labels = list(dict.fromkeys(r.baseline for r in peer_rows))
-    head = ["case", "pairloss", *labels, "pairloss / limit"]
+    interleaved_limit = any(r.section == section and r.kind == "limit" and "interleaved" in r.baseline for r in rows)
+    head = ["case", "pairloss", *labels, "pairloss / limit",
+            *(["pairloss / limit, interleaved"] if interleaved_limit else [])]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for case, condition in cases:
         ours = next(r for r in rows if r.section == section and r.case == case and r.condition == condition
@@ -582,10 +622,11 @@ def _summary(rows: list[BenchRow], section: str) -> list[str]:
             else:
                 flag = " **≠**" if r.notes.get("check", "").startswith("MISMATCH") else ""
                 cells.append(f"{_x(r.speedup)} ({_x(r.speedup_mean)}){flag}")
-        lim = next((r for r in rows if r.section == section and r.case == case and r.kind == "limit"
-                    and r.condition == condition and r.ours_label in ("pairloss", ours.ours_label)
-                    and "float32" not in r.baseline), None)
-        cells.append("-" if lim is None else _x(lim.ours_s / lim.baseline_s if lim.baseline_s else None))
+        for same_repeats in [False, True] if interleaved_limit else [False]:
+            lim = next((r for r in rows if r.section == section and r.case == case and r.kind == "limit"
+                        and r.condition == condition and r.ours_label in ("pairloss", ours.ours_label)
+                        and "float32" not in r.baseline and ("interleaved" in r.baseline) == same_repeats), None)
+            cells.append("-" if lim is None else _x(lim.ours_s / lim.baseline_s if lim.baseline_s else None))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
