@@ -43,7 +43,9 @@ Work layout (results do not depend on the number of threads):
 
 Pair weights (LambdaRank's :math:`|\Delta\text{NDCG}|`) are :math:`|G_i - G_j|\,|D_i - D_j|\,\text{inv}_i` from
 per-item gains :math:`G`, discounts :math:`D` and the inverse ideal DCG of the item's session; they are
-constants here (the caller computes them from the current ranking).
+constants here (the caller computes them from the current ranking), given in input order and float64
+(:class:`PairWeights`, gathered into the walk's order here) or already in a plan's walk order and working
+precision (:class:`WalkWeights`, which the LambdaRank kernels write directly).
 """
 
 from __future__ import annotations
