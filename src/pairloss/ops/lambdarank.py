@@ -240,9 +240,11 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, ran
     level_gain[level] / log2_rank[r] for the first ranks (two divisions an item had cost a third of the
     loop; the quotients are the same, so are the sums).
 
-    An empty ``walk``: gain_out and discount in input order. Else in a pair walk's order (place p of a
-    session holds its item walk[p], ``SessionPlan.order``) and gain_out's and discount's precision, which
-    spares the pair loops a gather and a cast of each. A non-empty ``level_gain``: the labels are the
+    An empty ``walk``: gain_out and discount in input order, inv_ideal per item. Else in a pair walk's order
+    (place p of a session holds its item walk[p], ``SessionPlan.order``) and gain_out's and discount's
+    precision, which spares the pair loops a gather and a cast of each, and each discount already times its
+    session's inverse ideal DCG (|D_i - D_j| inv = |D_i inv - D_j inv|, inv >= 0), so that no per-item factor
+    remains; inv_ideal is not written. A non-empty ``level_gain``: the labels are the
     integers 0 .. levels - 1 with these gains, which the loop writes (else ``gains`` holds each item's), and
     the ideal ranking (labels descending; the gain rises with the label) comes from a count per label, not a
     sort.
@@ -281,11 +283,16 @@ def _session_weights(x, gains, labels, level_gain, offsets, topn, log2_rank, ran
                 for r in range(cut):
                     idcg += gains[lo + order[r]] / log2_rank[r]
             inv = 1.0 / idcg if idcg > 0.0 else 0.0
-            for p in range(n):
-                item = walk[lo + p] if walk.size else p
-                discount[lo + p] = session_discount[item]
-                gain_out[lo + p] = level_gain[np.int64(labels[lo + item])] if levels > 0 else gains[lo + item]
-                inv_ideal[lo + p] = inv
+            if walk.size:  # discounts times the session's inverse ideal DCG (a product by 1.0 is exact)
+                for p in range(n):
+                    item = walk[lo + p]
+                    discount[lo + p] = session_discount[item] * inv
+                    gain_out[lo + p] = level_gain[np.int64(labels[lo + item])] if levels > 0 else gains[lo + item]
+            else:
+                for k in range(n):
+                    discount[lo + k] = session_discount[k]
+                    gain_out[lo + k] = level_gain[np.int64(labels[lo + k])] if levels > 0 else gains[lo + k]
+                    inv_ideal[lo + k] = inv
 
 
 _MAX_LEVELS = 256
@@ -325,9 +332,8 @@ _IDEAL_TABLE = 1 << 16  # entries of the (grade, rank) table of ideal DCG terms;
 
 
 def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, topn: int, gain: str,
-                  walk: np.ndarray, gain_out: np.ndarray, discount: np.ndarray) -> np.ndarray:
-    """Fill gain_out and discount (input order for an empty ``walk``, else the walk's); the inverse ideal
-    DCG per item."""
+                  walk: np.ndarray, gain_out: np.ndarray, discount: np.ndarray, inv_ideal: np.ndarray) -> None:
+    """Fill the outputs as :func:`_session_weights` says (input order for an empty ``walk``)."""
     offsets = np.zeros(lens.size + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
     level_gain = _level_gains(labels64, gain)
@@ -338,7 +344,6 @@ def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, to
         gains -= 1.0
     else:
         gains = labels64.astype(np.float64, copy=True)
-    inv_ideal = np.empty(labels64.size)
     # NaN scores rank last (argsort of -NaN), as np.argsort puts NaN at the end; float32 scores are ranked
     # as they are (their float64 values compare the same), float16 ones as float32 (no Numba arithmetic)
     ranked = np.ascontiguousarray(scores, dtype=scores.dtype if scores.dtype in _RANKED_DTYPES else np.float32)
@@ -349,15 +354,14 @@ def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, to
         weights(ranked, gains, labels64, level_gain, offsets, int(topn), log2_rank, 1.0 / log2_rank,
                 level_gain[:, None] / log2_rank[:_IDEAL_TABLE // max(level_gain.size, 1)], walk, n_chunks, gain_out,
                 discount, inv_ideal)
-    return inv_ideal
 
 
 def lambdarank_weights(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, *, topn: int,
                        gain: str) -> PairWeights:
     """Per-item gains, discounts (from the current ranking by ``scores``) and inverse ideal DCG, float64,
     input order."""
-    gains, discount = np.empty(labels64.size), np.empty(labels64.size)
-    inv_ideal = _weights_into(scores, labels64, lens, topn, gain, np.empty(0, np.int64), gains, discount)
+    gains, discount, inv_ideal = (np.empty(labels64.size) for _ in range(3))
+    _weights_into(scores, labels64, lens, topn, gain, np.empty(0, np.int64), gains, discount, inv_ideal)
     return PairWeights(gains, discount, inv_ideal)
 
 
@@ -368,8 +372,8 @@ def weights_for_plan(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray,
     if isinstance(plan, DirectPlan):
         return lambdarank_weights(scores, labels64, lens, topn=topn, gain=gain)
     gains, discount = np.empty(labels64.size, plan.e.dtype), np.empty(labels64.size, plan.e.dtype)
-    inv_ideal = _weights_into(scores, labels64, lens, topn, gain, plan.order, gains, discount)
-    return WalkWeights(gains, discount, inv_ideal)
+    _weights_into(scores, labels64, lens, topn, gain, plan.order, gains, discount, np.empty(0))
+    return WalkWeights(gains, discount)
 
 
 def _pair_weight(w: PairWeights, i: int, j: int) -> float:

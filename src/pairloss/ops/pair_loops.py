@@ -45,7 +45,8 @@ Pair weights (LambdaRank's :math:`|\Delta\text{NDCG}|`) are :math:`|G_i - G_j|\,
 per-item gains :math:`G`, discounts :math:`D` and the inverse ideal DCG of the item's session; they are
 constants here (the caller computes them from the current ranking), given in input order and float64
 (:class:`PairWeights`, gathered into the walk's order here) or already in a plan's walk order and working
-precision (:class:`WalkWeights`, which the LambdaRank kernels write directly).
+precision with the inverse ideal DCG folded into the discounts (:class:`WalkWeights`, which the LambdaRank
+kernels write directly).
 """
 
 from __future__ import annotations
@@ -110,11 +111,11 @@ class PairWeights:
 @dataclass(frozen=True)
 class WalkWeights:
     """The same weights as a :class:`SessionPlan`'s loops read them: gain and discount in the plan's walk
-    order and working precision, inv_ideal per item in float64 (constant over each session, so in any order)."""
+    order and working precision, each discount already times its session's inverse ideal DCG, so a pair's
+    weight is ``|G_i - G_j| |D_i - D_j|`` with no per-session factor left to apply."""
 
     gain: np.ndarray
     discount: np.ndarray
-    inv_ideal: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -962,7 +963,7 @@ def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | Walk
         loop(plan.x, plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.fast, plan.offsets,
              plan.lower_end, plan.chunks, plan.chunk_depth, plan.row_sessions, plan.row_tasks, plan.eps, FLT_EPSILON,
              plan.coefficients, plan.w_min, item_sum, item_cnt)
-    if weights is not None:
+    if isinstance(weights, PairWeights):
         item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
     return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt)
 
@@ -982,7 +983,7 @@ def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | Wal
         loop(plan.x64, plan.labels, plan.labels64, plan.e, plan.pos, gain, disc, plan.fast, plan.offsets,
              plan.order, plan.lower_end, plan.higher_start, plan.chunks, plan.chunk_depth, plan.row_sessions,
              plan.row_tasks, plan.eps, FLT_EPSILON, plan.w_min, out, item_cnt)
-    if weights is not None:
+    if isinstance(weights, PairWeights):
         out *= weights.inv_ideal
     return out, _session_sums(plan.offsets, item_cnt)
 
@@ -1004,7 +1005,7 @@ def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairW
             plan.order, plan.lower_end, plan.higher_start, plan.chunks, plan.chunk_depth, plan.row_sessions,
             plan.row_tasks, fused_items, plan.eps, FLT_EPSILON, plan.coefficients, plan.w_min, item_sum, item_cnt,
             slope)
-    if weights is not None:
+    if isinstance(weights, PairWeights):
         item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
         slope *= weights.inv_ideal
     return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt), slope
