@@ -512,8 +512,8 @@ def _forward_span(xi, ei, gi, di, x, e, gain, disc, first, count, coef, w_min): 
     for j in range(count):
         k = first + j
         term = max(x[k] - xi, zero) + _log1p_ratio(min(ei, e[k]), max(ei, e[k]), coef, w_min)
-        if gain is not None:
-            term *= abs(gi - gain[k]) * abs(di - disc[k])
+        if gain is not None:  # i is the upper item: the gain rises with the label, so gi >= gain[k]
+            term *= (gi - gain[k]) * abs(di - disc[k])
         acc += term
     return acc
 
@@ -576,8 +576,8 @@ def _fused_span(xi, ei, gi, di, x, e, gain, disc, first, count, coef, w_min, slo
         k = first + j
         term = max(x[k] - xi, zero) + _log1p_ratio(min(ei, e[k]), max(ei, e[k]), coef, w_min)
         sig = e[k] / (ei + e[k])
-        if gain is not None:
-            w = abs(gi - gain[k]) * abs(di - disc[k])
+        if gain is not None:  # i is the upper item: gi >= gain[k] (the gain rises with the label)
+            w = (gi - gain[k]) * abs(di - disc[k])
             term *= w
             sig *= w
         acc += term
@@ -832,6 +832,31 @@ def _session_sums(offsets, values):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _session_totals(offsets, first, second):  # pragma: no cover - compiled
+    # the per-session sums of two per-item arrays in one pass, sessions in parallel; each session's sum runs
+    # in item order whatever the thread count, so the totals are _session_sums' own
+    n_sessions = offsets.size - 1
+    out_first, out_second = np.empty(n_sessions), np.empty(n_sessions)
+    for s in numba.prange(n_sessions):
+        total_first = 0.0
+        total_second = 0.0
+        for k in range(offsets[s], offsets[s + 1]):
+            total_first += first[k]
+            total_second += second[k]
+        out_first[s] = total_first
+        out_second[s] = total_second
+    return out_first, out_second
+
+
+_session_totals_serial = serial_twin(_session_totals)
+
+
+def _totals(plan: SessionPlan, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with parallel_launch(plan.parallel) as parallel:
+        return (_session_totals if parallel else _session_totals_serial)(plan.offsets, first, second)
+
+
 # ---- direct pass (small calls) --------------------------------------------------------------------------
 @numba.njit(**_INLINE)
 def _direct_fast_session(x, lab, gain, disc, e, lo, hi, eps, coef, wmin, with_slope, slope):  # pragma: no cover
@@ -965,7 +990,7 @@ def logistic_forward(plan: SessionPlan | DirectPlan, weights: PairWeights | Walk
              plan.coefficients, plan.w_min, item_sum, item_cnt)
     if isinstance(weights, PairWeights):
         item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
-    return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt)
+    return _totals(plan, item_sum, item_cnt)
 
 
 def logistic_gradient(plan: SessionPlan | DirectPlan, weights: PairWeights | WalkWeights | None = None
@@ -1008,7 +1033,7 @@ def logistic_forward_and_gradient(plan: SessionPlan | DirectPlan, weights: PairW
     if isinstance(weights, PairWeights):
         item_sum *= weights.inv_ideal  # in the walk's order, but constant over each session
         slope *= weights.inv_ideal
-    return _session_sums(plan.offsets, item_sum), _session_sums(plan.offsets, item_cnt), slope
+    return (*_totals(plan, item_sum, item_cnt), slope)
 
 
 # ---- second order (float64, exact per pair: double backward is rare and must be right) ---------------
