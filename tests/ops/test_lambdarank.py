@@ -113,6 +113,8 @@ def test_weights_match_their_definition_with_ties_and_nan_scores(seed: int, topn
         scores = rng.standard_normal(n)
         if n and rng.random() < 0.5:
             scores[rng.integers(0, n, 3)] = scores[rng.integers(0, n)]
+    if n and rng.random() < 0.3:  # infinite scores: the count pads sessions with -inf, which must never count
+        scores[rng.integers(0, n, 3)] = rng.choice(np.array([np.inf, -np.inf]), 3)
     if rng.random() < 0.5:  # sessions without a NaN take the counting rank's loops without the NaN rules
         scores[rng.random(n) < 0.1] = np.nan
     # integer grades take the count per label for the ideal DCG, other labels a sort
