@@ -40,6 +40,7 @@ from pairloss.ops.pair_loops import (
     PairWeights,
     SessionPlan,
     WalkWeights,
+    integer_grades,
     logistic_forward,
     logistic_forward_and_gradient,
     logistic_gradient,
@@ -327,12 +328,8 @@ _MAX_LEVELS = 256
 def _grade_levels(labels64):  # pragma: no cover - compiled
     # 1 + the largest label when every label is an integer in [0, _MAX_LEVELS), else 0: one pass (NumPy's
     # min, max and floor comparison took four, and two call-sized temporaries)
-    top = 0.0
-    grades = labels64.size > 0
-    for v in labels64:
-        grades &= (v >= 0.0) & (v < _MAX_LEVELS) & (v == np.floor(v))
-        top = max(top, v)
-    return np.int64(top) + 1 if grades else 0
+    grades, top = integer_grades(labels64, 0, labels64.size, _MAX_LEVELS)
+    return np.int64(top) + 1 if grades and labels64.size > 0 else 0
 
 
 def _level_gains(labels64: np.ndarray, gain: str) -> np.ndarray:

@@ -73,6 +73,7 @@ __all__ = [
     "SessionPlan",
     "WalkWeights",
     "diagonal_chunks",
+    "integer_grades",
     "logistic_forward",
     "logistic_forward_and_gradient",
     "logistic_gradient",
@@ -176,18 +177,25 @@ def _session_centre(x, lo, hi, span_limit):  # pragma: no cover - compiled
     return 0.0, False
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def integer_grades(labels64, start, stop, limit):  # pragma: no cover - compiled
+    """(whether every label in [start, stop) is an integer in [0, limit), the largest of them or 0.0)."""
+    top = 0.0
+    grades = True
+    for k in range(start, stop):
+        v = labels64[k]
+        grades &= (v >= 0.0) & (v < limit) & (v == np.floor(v))
+        top = v if v > top else top
+    return grades, top
+
+
 @numba.njit(cache=True, nogil=True)
 def _sort_session(labels64, start, stop, counts, eps, order, lower_end, higher_start):  # pragma: no cover
     """order[start:stop] = the session's items (as positions in it) by ascending label, tied items in their
     order, and the label spans of each place (``_label_spans``). Labels that are all integers below
     ``counts.shape[1] - 1`` (graded relevance) are sorted by counting, and a grade's spans end where its run
     starts and start where it ends; other labels by a merge sort."""
-    top = 0.0
-    counted = True
-    for k in range(start, stop):
-        v = labels64[k]
-        counted &= (v >= 0.0) & (v < counts.shape[1] - 1) & (v == np.floor(v))
-        top = v if v > top else top
+    counted, top = integer_grades(labels64, start, stop, counts.shape[1] - 1)
     if not counted:
         rank = np.argsort(labels64[start:stop], kind="mergesort")
         for k in range(stop - start):
@@ -962,8 +970,9 @@ def _weight_arrays(plan: SessionPlan, weights: PairWeights | WalkWeights | None
                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Gains and discounts in the working precision and the walk's order, the inverse ideal DCG left out.
 
-    The weight of a pair is |G_i - G_j| |D_i - D_j| inv_s; inv_s is per session, so the loops leave it out
-    and the drivers multiply each item's sum by its session's inv afterwards.
+    The weight of a pair is |G_i - G_j| |D_i - D_j| inv_s; inv_s is per session, so the loops leave it out:
+    for PairWeights the drivers multiply each item's sum by its session's inv afterwards, and WalkWeights
+    carry it in their discounts.
     """
     if weights is None:
         return None, None
@@ -1097,4 +1106,6 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     if weights is not None:
         hv *= weights.inv_ideal
         vslope *= weights.inv_ideal
-    return hv, _session_sums(offsets, vslope), _session_sums(offsets, item_cnt)
+    with parallel_launch(worthwhile) as parallel:
+        dot, pairs = (_session_totals if parallel else _session_totals_serial)(offsets, vslope, item_cnt)
+    return hv, dot, pairs
