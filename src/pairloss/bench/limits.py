@@ -109,6 +109,12 @@ def _numpy_blocks(a: np.ndarray, b: np.ndarray, reps: int) -> float:
     return total
 
 
+def _blocks(rng: np.random.Generator, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """One block of (a, b) with 0 < a <= b: the smaller e of a pair over the larger."""
+    b = rng.uniform(0.5, 1.0, _BLOCK).astype(dtype)
+    return (b * rng.uniform(1e-3, 1.0, _BLOCK)).astype(dtype), b
+
+
 def logistic_limits(pairs: int, repeats: int) -> dict[str, Stats]:
     """ns-per-pair figures (as Stats of seconds per pair) of each formulation, float64 and float32."""
     rng = np.random.default_rng(0)
@@ -116,8 +122,7 @@ def logistic_limits(pairs: int, repeats: int) -> dict[str, Stats]:
     out: dict[str, Stats] = {}
     fns = {}
     for dt in (np.float64, np.float32):
-        b = rng.uniform(0.5, 1.0, _BLOCK).astype(dt)
-        a = (b * rng.uniform(1e-3, 1.0, _BLOCK)).astype(dt)  # 0 < a <= b: the smaller e over the larger
+        a, b = _blocks(rng, dt)
         name = np.dtype(dt).name
         poly = _poly_f64 if dt is np.float64 else _poly_f32
         fns[f"numba, polynomial log1p, {name}"] = lambda a=a, b=b, poly=poly: poly(a, b, reps)
@@ -132,9 +137,7 @@ def logistic_limit_call(pairs: int, dtype: type) -> tuple[Callable[[], float], i
     """(one call of the vectorised-log1p limit loop over about ``pairs`` pairs, the pairs it computes): a
     contender to time beside a kernel in the same interleaved repeats, so that a kernel's distance from the
     limit is measured in the same minutes as the kernel (this VM's speed drifts within a run)."""
-    rng = np.random.default_rng(0)
-    b = rng.uniform(0.5, 1.0, _BLOCK).astype(dtype)
-    a = (b * rng.uniform(1e-3, 1.0, _BLOCK)).astype(dtype)
+    a, b = _blocks(np.random.default_rng(0), dtype)
     reps = max(numba.get_num_threads(), round(pairs / _BLOCK))
     poly = _poly_f64 if np.dtype(dtype) == np.float64 else _poly_f32
     return (lambda: poly(a, b, reps)), reps * _BLOCK

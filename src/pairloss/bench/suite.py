@@ -331,19 +331,24 @@ def _interleaved_limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, 
     """pairloss against the limit loop timed in the same interleaved repeats (the run-start limit above
     can be minutes and a speed phase of this VM away)."""
     rows = []
-    pairs = n_sessions * n * (n - 1) / 2
     for dtype_name, computed in limit_pairs.items():
-        lim = times[f"compute limit {dtype_name}, interleaved"]
-        per_pair, per_pair_mean = lim.median / computed, lim.mean / computed
-        for who in ("pairloss", "pairloss ops"):
-            st = times[who]
-            rows.append(BenchRow(spec.section, case, st.median,
-                                 f"compute limit {dtype_name}, interleaved (numba, polynomial log1p)",
-                                 per_pair * pairs,
-                                 {"limit ns/pair": f"{per_pair * 1e9:.2f}",
-                                  "ours ns/pair": f"{st.median / pairs * 1e9:.2f}",
-                                  "ours / limit": f"{st.median / (per_pair * pairs):.2f}x"},
-                                 st.mean, per_pair_mean * pairs, kind="limit", ours_label=who))
+        per_pair = times[f"compute limit {dtype_name}, interleaved"].per(computed)
+        rows += _against_pair_limit(spec, case, n_sessions * n * (n - 1) / 2, times,
+                                    f"compute limit {dtype_name}, interleaved (numba, polynomial log1p)", per_pair)
+    return rows
+
+
+def _against_pair_limit(spec: LossSpec, case: str, pairs: float, times: dict[str, Stats], label: str,
+                        per_pair: Stats) -> list[BenchRow]:
+    """Rows of pairloss and of its registry ops against a per-pair limit scaled to this case's pairs."""
+    rows = []
+    for who in ("pairloss", "pairloss ops"):
+        st = times[who]
+        rows.append(BenchRow(spec.section, case, st.median, label, per_pair.median * pairs,
+                             {"limit ns/pair": f"{per_pair.median * 1e9:.2f}",
+                              "ours ns/pair": f"{st.median / pairs * 1e9:.2f}",
+                              "ours / limit": f"{st.median / (per_pair.median * pairs):.2f}x"},
+                             st.mean, per_pair.mean * pairs, kind="limit", ours_label=who))
     return rows
 
 
@@ -355,14 +360,8 @@ def _limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, scores: np.n
         for dtype in ("float64", "float32"):
             name, best = min(((k, v) for k, v in logistic_limit.items() if k.endswith(dtype)),
                              key=lambda kv: kv[1].median)
-            for who in ("pairloss", "pairloss ops"):
-                st = times[who]
-                rows.append(BenchRow(spec.section, case, st.median,
-                                     f"compute limit {dtype} ({name.rsplit(',', 1)[0]})", best.median * pairs,
-                                     {"limit ns/pair": f"{best.median * 1e9:.2f}",
-                                      "ours ns/pair": f"{st.median / pairs * 1e9:.2f}",
-                                      "ours / limit": f"{st.median / (best.median * pairs):.2f}x"},
-                                     st.mean, best.mean * pairs, kind="limit", ours_label=who))
+            rows += _against_pair_limit(spec, case, pairs, times, f"compute limit {dtype} ({name.rsplit(',', 1)[0]})",
+                                        best)
     elif spec.limit == "sort":
         lim = limits.hinge_sort_limit(scores, cfg.repeats)
         name, best = min(lim.items(), key=lambda kv: kv[1].median)
