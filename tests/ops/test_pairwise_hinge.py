@@ -207,6 +207,46 @@ def test_radix_argsort_orders_signed_zeros_subnormals_and_extremes() -> None:
                                  np.empty((8, 256), np.int64))
 
 
+def test_radix_argsort32_orders_signed_zeros_subnormals_and_extremes() -> None:
+    tiny = np.float32(1e-45)  # the smallest float32 subnormal
+    values32 = np.array([0.0, -0.0, tiny, -tiny, 3.4e38, -3.4e38, 1.0, -1.0, 0.5, 0.5, 3 * tiny, -0.0],
+                        dtype=np.float32)
+    n = values32.size
+    values = values32.astype(np.float64)
+    keys, idx = np.empty(n), np.empty(n, np.int32)
+    ph._radix_argsort32(values32.view(np.uint32), values, keys, idx, np.empty(n, np.uint64), np.empty(n, np.uint64),
+                        np.empty((8, 256), np.int64))
+    np.testing.assert_array_equal(keys, np.sort(values))
+    np.testing.assert_array_equal(values[idx], keys)
+    assert sorted(idx.tolist()) == list(range(n))
+    assert idx[list(keys).index(0.5):][:2].tolist() == [8, 9]  # equal keys keep their input order (stable)
+
+
+@pytest.mark.parametrize("scores_kind", ["grid", "normal", "wide"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["f16", "f32"])
+def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type, scores_kind: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # float32 and float16 scores sort as 32-bit keys (_radix_argsort32): the same active pairs as the same
+    # numbers in float64 (64-bit keys), on every sorted path (the two-thread one included)
+    rng = np.random.default_rng(21)
+    lengths = np.array([ph._ROWS_MAX + 1, 1000, 0, 600, 3])
+    n = int(lengths.sum())
+    scores = {"grid": rng.integers(-16, 17, n) / 4.0, "normal": rng.standard_normal(n),
+              "wide": rng.standard_normal(n) * 1e3}[scores_kind].astype(dtype)
+    labels = rng.integers(0, 5, n).astype(np.float64)
+    start = int(lengths[:3].sum())
+    labels[start:start + 600] = rng.standard_normal(600)  # one session's labels are not grades: the label sort
+    for parallel_min in (ph._PARALLEL_MIN, 500):  # 500: the long sessions take _big_session when threads allow
+        monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
+        loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.75)
+        wide_loss, wide_unit = ph.forward_with_unit_gradient_cpu(scores.astype(np.float64), labels, lengths,
+                                                                 margin=0.75)
+        np.testing.assert_array_equal(unit, wide_unit)
+        np.testing.assert_allclose(loss, wide_loss.astype(dtype), rtol=1e-3 if dtype == np.float16 else 1e-6)
+        np.testing.assert_allclose(
+            wide_loss, ph.reference_forward(scores.astype(np.float64), labels, lengths, margin=0.75), rtol=1e-12)
+
+
 # ---- gradient against finite differences --------------------------------------------------------------
 @given(seed=st.integers(0, 2**32 - 1), margin=st.sampled_from([1.0, 0.3]))
 def test_gradient_matches_finite_differences(seed: int, margin: float) -> None:
