@@ -164,13 +164,31 @@ def _check_args(labels64: np.ndarray, sigma: float, topn: int, gain: str) -> Non
     if not (sigma > 0 and math.isfinite(sigma)):
         msg = f"sigma must be a positive finite number; got {sigma}"
         raise ValueError(msg)
-    if labels64.size and labels64.min() < 0:
-        msg = f"labels must be non-negative relevance grades for NDCG gains; got min {labels64.min()}"
+    if not labels64.size:
+        return
+    lowest, highest = _label_range(labels64)
+    if lowest < 0:
+        msg = f"labels must be non-negative relevance grades for NDCG gains; got min {lowest}"
         raise ValueError(msg)
-    if gain == "exp2" and labels64.size and labels64.max() > _MAX_EXP2_LABEL:
+    if gain == "exp2" and highest > _MAX_EXP2_LABEL:
         msg = (f"gain='exp2' needs labels <= {_MAX_EXP2_LABEL} (2**label - 1 overflows float64); got max "
-               f"{labels64.max()}; use gain='linear'")
+               f"{highest}; use gain='linear'")
         raise ValueError(msg)
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_range(labels64):  # pragma: no cover - compiled
+    # (min, max) of the non-empty labels in one pass (NumPy's min and max took two); the labels are finite
+    lowest = highest = labels64[0]
+    for k in range(1, labels64.size):
+        lowest = min(lowest, labels64[k])
+        highest = max(highest, labels64[k])
+    return lowest, highest
+
+
+def _scaled(flat: np.ndarray, sigma: float) -> np.ndarray:
+    """sigma * scores; the scores themselves for sigma = 1 (the identity: no N-sized product and copy)."""
+    return flat if sigma == 1.0 else flat * sigma
 
 
 _COUNT_MAX = 160  # sessions up to this size are ranked by counting (O(n^2), branch-free), longer ones sorted
@@ -504,7 +522,7 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
                 topn: int, gain: str) -> np.ndarray:
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     _check_args(lab, sigma, topn, gain)
-    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     sums, pairs = logistic_forward(plan, weights)
     return np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0).astype(x.dtype)
@@ -516,7 +534,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
     one plan: the fused kernel of the torch path."""
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
     _check_args(lab, sigma, topn, gain)
-    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     sums, pairs, slope = logistic_forward_and_gradient(plan, weights)
     scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=pairs > 0)
@@ -528,7 +546,7 @@ def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, 
                  *, sigma: float, topn: int, gain: str) -> np.ndarray:
     x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
     _check_args(lab, sigma, topn, gain)
-    plan = plan_sessions(flat * sigma, lab, lens, working_precision(x.dtype), full_rows=True)
+    plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     slope, pairs = logistic_gradient(plan, weights)
     scale = np.divide(sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
@@ -541,7 +559,7 @@ def gradient_gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.
     x, flat, lab, lens, g, v = prepare_second_order(scores, labels, loss_grad, direction, lengths)
     _check_args(lab, sigma, topn, gain)
     weights = lambdarank_weights(flat, lab, lens, topn=topn, gain=gain)
-    hv, dot, pairs = logistic_second_order(flat * sigma, lab, lens, v, weights)
+    hv, dot, pairs = logistic_second_order(_scaled(flat, sigma), lab, lens, v, weights)
     scale = np.divide(sigma * sigma * g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
     gg = np.divide(sigma * dot, pairs, out=np.zeros(lens.size), where=pairs > 0)
     return times_session_values(hv, scale, lens).reshape(x.shape).astype(x.dtype), gg.astype(x.dtype)
