@@ -246,6 +246,7 @@ _DIRECT_MAX = 48  # non-finite labels: up to this size the scalar pair loop, els
 _ROWS_MAX = 256  # up to this size the vectorised pair rows beat sorting (1.0 ns/pair; crossover ~250 on Zen 1)
 _GRADED_MIN = 24  # from this size, integer grades take the grade-ordered rows (below it their set-up costs more)
 _GRADES = 32  # labels that are integers in [0, _GRADES) are grouped by value, without a label sort
+_COUNTED_BY_COMPARISON = 8  # up to this many grades _integer_grades counts each grade by comparisons
 _WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
 _PARALLEL_MIN = 1 << 15
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
@@ -328,19 +329,29 @@ def _integer_grades(lab, grade, counts):  # pragma: no cover - compiled
     Returns (ok, grades used, label-discordant pairs); ok is False (and the rest meaningless) otherwise.
     Distinct integers are at least 1 apart, so "discordant" is simply "different grade".
     """
-    counts[:] = 0
     n = lab.size
-    used = 0
-    for k in range(n):
+    ok = True
+    top = 0
+    for k in range(n):  # branch-free, so that it vectorises: the labels are almost always grades
         v = lab[k]
-        if not (v >= 0.0 and v < _GRADES):
-            return False, 0, 0
-        g = int(v)
-        if g != v:
-            return False, 0, 0
+        inside = (v >= 0.0) & (v < _GRADES)
+        g = np.int32(v) if inside else np.int32(0)
+        ok &= inside & (g == v)
         grade[k] = g
-        counts[g] += 1
-        used = max(used, g + 1)
+        top = max(top, g)
+    if not ok:
+        return False, 0, 0
+    used = top + 1 if n else 0
+    if used <= _COUNTED_BY_COMPARISON:  # a vectorised count per grade (an increment per item waits on the last)
+        for g in range(used):
+            c = 0
+            for k in range(n):
+                c += grade[k] == g
+            counts[g] = c
+    else:
+        counts[:used] = 0
+        for k in range(n):
+            counts[grade[k]] += 1
     tied = 0
     for g in range(used):
         tied += counts[g] * counts[g]
@@ -401,25 +412,31 @@ def _lower_grade_rows(xs, lim, margin, ds):  # pragma: no cover - compiled
 def _place_and_sum(net, xs, order, center, base, d):  # pragma: no cover - compiled
     """d[order[p]] = net[p] and base + sum_p net[p] (xs[p] - center), compensated (TwoSum).
 
-    The sum runs as two independent compensated chains (the two halves of the places), joined at the end:
-    one chain's four dependent additions a term had bound the loop.
+    The sum runs as four independent compensated chains (the four quarters of the places), joined at the
+    end: one chain's four dependent additions a term had bound the loop.
     """
     n = net.size
-    half = n // 2
-    t0, c0, t1, c1 = base, 0.0, 0.0, 0.0
-    for p in range(half):
-        q = p + half
-        n0, n1 = np.float64(net[p]), np.float64(net[q])
+    m = n // 4
+    t0, c0, t1, c1, t2, c2, t3, c3 = base, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for p in range(m):
+        q1, q2, q3 = p + m, p + 2 * m, p + 3 * m
+        n0, n1, n2, n3 = np.float64(net[p]), np.float64(net[q1]), np.float64(net[q2]), np.float64(net[q3])
         d[order[p]] = n0
-        d[order[q]] = n1
+        d[order[q1]] = n1
+        d[order[q2]] = n2
+        d[order[q3]] = n3
         t0, c0 = _two_sum(t0, c0, n0 * (xs[p] - center))
-        t1, c1 = _two_sum(t1, c1, n1 * (xs[q] - center))
-    if n % 2:
-        n1 = np.float64(net[n - 1])
-        d[order[n - 1]] = n1
-        t1, c1 = _two_sum(t1, c1, n1 * (xs[n - 1] - center))
+        t1, c1 = _two_sum(t1, c1, n1 * (xs[q1] - center))
+        t2, c2 = _two_sum(t2, c2, n2 * (xs[q2] - center))
+        t3, c3 = _two_sum(t3, c3, n3 * (xs[q3] - center))
+    for p in range(4 * m, n):
+        n3 = np.float64(net[p])
+        d[order[p]] = n3
+        t3, c3 = _two_sum(t3, c3, n3 * (xs[p] - center))
     t0, c0 = _two_sum(t0, c0, t1)
-    return t0 + (c0 + c1)
+    t2, c2 = _two_sum(t2, c2, t3)
+    t0, c0 = _two_sum(t0, c0, t2)
+    return t0 + ((c0 + c1) + (c2 + c3))
 
 
 @numba.njit(cache=True, nogil=True)
