@@ -1,6 +1,7 @@
-"""Standalone timings of the pairwise logistic pair walk, for before/after comparisons of a kernel change.
+"""Standalone timings of the session losses' CPU kernels, for before/after comparisons of a kernel change.
 
     python benchmarks/bench_pair_walk.py                         # the default sizes, 2 threads
+    python benchmarks/bench_pair_walk.py --loss hinge --threads 1
     PYTHONPATH=/path/to/old/src python benchmarks/bench_pair_walk.py   # the same for another checkout
 
 Three ways to get one call's loss and gradient (float32 scores, graded labels 0-4, equal-size sessions):
@@ -23,6 +24,7 @@ import torch
 
 from pairloss.nn import functional as PF
 from pairloss.ops import lambdarank as lr
+from pairloss.ops import pairwise_hinge as ph
 from pairloss.ops import pairwise_loss as pwl
 
 SIZES = ((10, 100_000), (40, 25_000), (100, 10_000), (1_000, 100), (10_000, 1))
@@ -44,9 +46,11 @@ def _calls(loss: str, n: int, sessions: int) -> dict[str, Callable[[], object]]:
     labels = rng.integers(0, 5, n * sessions)
     lengths = np.full(sessions, n)
     ones = np.ones(sessions, np.float32)
-    args = {"sigma": 1.0, "topn": 0, "gain": "exp2"} if loss == "lambdarank" else {}
-    mod = lr if loss == "lambdarank" else pwl
-    front = PF.lambdarank_loss if loss == "lambdarank" else PF.pairwise_logistic_loss
+    mod, front, args = {
+        "logistic": (pwl, PF.pairwise_logistic_loss, {}),
+        "hinge": (ph, PF.pairwise_hinge_loss, {"margin": 1.0}),
+        "lambdarank": (lr, PF.lambdarank_loss, {"sigma": 1.0, "topn": 0, "gain": "exp2"}),
+    }[loss]
     xs = torch.from_numpy(x.copy()).requires_grad_(True)
     lt, ln = torch.from_numpy(labels), torch.from_numpy(lengths)
 
@@ -64,7 +68,7 @@ def _calls(loss: str, n: int, sessions: int) -> dict[str, Callable[[], object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loss", choices=["logistic", "lambdarank"], default="logistic")
+    parser.add_argument("--loss", choices=["logistic", "hinge", "lambdarank"], default="logistic")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()

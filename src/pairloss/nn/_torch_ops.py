@@ -296,6 +296,19 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.resolve_conj().resolve_neg().numpy()
 
 
+_NUMPY_TWINS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _from_host(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A kernel's float64 output as a CPU tensor of ``dtype``, rounded once. NumPy casts where it has the
+    dtype: torch's cast of a large tensor opens an OpenMP parallel region, whose workers then spin on the
+    cores (about a millisecond) while the next kernel's threads want them."""
+    twin = _NUMPY_TWINS.get(dtype)
+    if twin is None:  # bfloat16
+        return torch.from_numpy(np.ascontiguousarray(values)).to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=twin))
+
+
 def _to_tensor(value: Any, spec: tuple[tuple[Any, ...], torch.dtype], inputs: Sequence[np.ndarray],
                s: OpSchema, index: int) -> torch.Tensor:
     arr = np.asarray(value)  # ufuncs return NumPy scalars for 0-d input
@@ -735,7 +748,7 @@ def _kept(values: torch.Tensor, keep: slice | None) -> torch.Tensor:
 def _run_plain_kernel(call: _EagerCall, inputs: Sequence[torch.Tensor | None]) -> torch.Tensor:
     given = _trim(inputs, call.schema)
     y = registry.kernel(call.schema.name, "cpu")(*[_to_numpy(t) for t in given], **call.args)
-    return torch.from_numpy(np.ascontiguousarray(y)).to(given[0].dtype)
+    return _from_host(y, given[0].dtype)
 
 
 class _EagerFusedLoss(torch.autograd.Function):
@@ -749,7 +762,7 @@ class _EagerFusedLoss(torch.autograd.Function):
         given = _trim([scores, labels, lengths], call.schema)
         arrays = [_to_numpy(t) for t in given]
         y, unit = registry.fused_gradient(call.schema.name).forward(*arrays, **call.args)  # type: ignore[union-attr]
-        per_session = torch.from_numpy(np.ascontiguousarray(y)).to(scores.dtype)
+        per_session = _from_host(y, scores.dtype)
         ctx.unit, ctx.call = unit, call
         ctx.save_for_backward(scores, labels, lengths, per_session)
         if call.total_scale is None:
@@ -768,7 +781,7 @@ class _EagerFusedLoss(torch.autograd.Function):
             # (NumPy: no torch parallel region), with c rounded to the dtype as the per-session path rounds it
             c = (grad * ctx.scale).item()
             x_grad = np.multiply(ctx.unit, c, dtype=np.float64).reshape(scores.shape)
-            return torch.from_numpy(x_grad).to(scores.dtype), None, None, None
+            return _from_host(x_grad, scores.dtype), None, None, None
         if call.total_scale is None:
             y_grad = grad
         else:  # the scalar's gradient spread over the kept sessions
@@ -781,7 +794,7 @@ class _EagerFusedLoss(torch.autograd.Function):
         given = _trim([scores, labels, lengths], call.schema)
         x_grad = registry.fused_gradient(call.schema.name).backward(  # type: ignore[union-attr]
             ctx.unit, _to_numpy(y_grad), *[_to_numpy(t) for t in given])
-        return torch.from_numpy(np.ascontiguousarray(x_grad)).to(scores.dtype), None, None, None
+        return _from_host(x_grad, scores.dtype), None, None, None
 
 
 def session_loss_eager(name: str, scores: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor | None,
