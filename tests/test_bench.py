@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -116,9 +118,17 @@ def test_optional_peers_are_skipped_with_a_reason_or_agree() -> None:
 
 def test_timing_helpers() -> None:
     calls = []
-    t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
-    assert calls == ["a", "b"] + ["a", "b"] * 3
-    assert t["a"].repeats == 3 and t["a"].median >= 0 and t["a"].mean >= 0
+    t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b"),
+                     "c": lambda: calls.append("c")}, 4, rewarm_below_s=0.0)
+    # one warm-up call each, then rounds that call every contender once, each round in its own order
+    assert calls[:3] == ["a", "b", "c"]
+    rounds = [calls[3 + 3 * r:6 + 3 * r] for r in range(4)]
+    assert len(calls) == 15 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1
+    calls.clear()  # quick contenders get an untimed call before each timed one
+    interleaved({"a": lambda: calls.append("a"), "slow": lambda: (calls.append("slow"), time.sleep(0.03))}, 2)
+    assert calls.count("a") == 1 + 2 * 2 and calls.count("slow") == 1 + 2
+    assert t["a"].repeats == 4 and t["a"].median >= 0 and t["a"].mean >= 0
     mib = peak_extra_mib(lambda: np.ones(4 * 2**20).sum())  # 32 MiB
     assert mib is None or mib >= 16
     with busy_core() as pid:

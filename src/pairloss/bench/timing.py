@@ -37,22 +37,43 @@ class Stats:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, *, budget_s: float | None = None,
-                min_repeats: int = 3, warmup: bool = True, pause_s: float = 0.005) -> dict[str, Stats]:
+                min_repeats: int = 3, warmup: bool = True, pause_s: float = 0.005,
+                rewarm_below_s: float = 0.02) -> dict[str, Stats]:
     """Time each function ``repeats`` times, in turn, after one warm-up call each.
 
     ``budget_s`` stops early (never below ``min_repeats``) once that many seconds have been spent: the
     slow peers at n = 10,000 take seconds a call, and a full run must stay within minutes. ``pause_s``
     (untimed, before each call) lets the previous contender's worker threads stop spinning (OpenMP,
     Eigen's pool under XLA and TF spin-wait after their work) so they do not steal the next one's cores.
+
+    Each round calls the contenders in a new order (a permutation from a fixed seed): a contender that
+    sweeps gigabytes (an n x n peer) evicts the caches and the interpreter's working set, and whoever runs
+    next pays for it (pairloss's 1e4-item hinge call: 1.4 ms after the sort peer, 6.7 ms after
+    pytorchltr's 5 GB), so no contender may always follow the same one (in a fixed or rotated order each
+    one always would); the median then drops the rounds it was unlucky in. And a contender whose warm-up
+    call took under ``rewarm_below_s`` gets one more untimed call before each timed one (then the
+    collection and the pause): a short call is mostly the interpreter's and the framework's fixed path,
+    which a training loop keeps warm by calling it every step, and which a peer's sweep would otherwise
+    leave cold in every round (pairloss's 1e4-item hinge call after every peer of its case: 4.9 ms
+    with the random order alone, 1.4 ms alone). A contender that takes longer is timed as it comes.
     """
+    quick = set()
     if warmup:
-        for fn in fns.values():
+        for name, fn in fns.items():
+            start = time.perf_counter()
             fn()
+            if time.perf_counter() - start < rewarm_below_s:
+                quick.add(name)
     _freeze_heap()
     times: dict[str, list[float]] = {name: [] for name in fns}
     start_all = time.perf_counter()
+    order = list(fns.items())
+    rng = np.random.default_rng(0)
     for r in range(repeats):
-        for name, fn in fns.items():
+        for k in rng.permutation(len(order)):
+            name, fn = order[k]
+            if name in quick:
+                fn()
             gc.collect()
             time.sleep(pause_s)
             start = time.perf_counter()
