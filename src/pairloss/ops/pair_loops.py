@@ -301,33 +301,41 @@ def diagonal_chunks(offsets, small, chunk_items):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _row_work(n, full_rows):  # pragma: no cover - compiled
-    return (n * n if full_rows else n * (n - 1) // 2) + _ROW_OVERHEAD * n
+def _row_work(n, full_rows, both):  # pragma: no cover - compiled
+    # pair visits of a session's rows: the gradient's full rows, the forward's triangle, or (both) the two
+    full = n * n if full_rows or both else 0
+    triangle = n * (n - 1) // 2 if not full_rows else 0
+    return full + triangle + _ROW_OVERHEAD * n
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_tasks(offsets, sessions, full_rows, n_tasks, whole_up_to):  # pragma: no cover - compiled
+def _row_tasks(offsets, sessions, full_rows, n_tasks, whole_up_to, both_above_whole):  # pragma: no cover
     """Tasks of about equal work over the rows of ``sessions``: task t starts at row tasks[t, 1] of session
     sessions[tasks[t, 0]] and ends where task t + 1 starts (rows are not listed: a session's rows are its
     items, and only a session that a boundary cuts is walked row by row here). Sessions of at most
-    ``whole_up_to`` items are never cut."""
+    ``whole_up_to`` items are never cut. ``both_above_whole`` (the fused call, triangular rows): a longer
+    session runs the gradient's full rows as well as the forward's, so row i costs n + i, not i (counted as
+    i alone, one 10,000-item session split 70/30 between two threads: 16.5 ms against 14.8 for the two ops
+    called one after the other)."""
     total = 0.0
     for s in sessions:
-        total += _row_work(offsets[s + 1] - offsets[s], full_rows)
+        n = offsets[s + 1] - offsets[s]
+        total += _row_work(n, full_rows, both_above_whole and n > whole_up_to)
     tasks = np.zeros((n_tasks + 1, 2), np.int64)
     step = total / n_tasks
     done = 0.0
     k = 1
     for p in range(sessions.size):
         n = offsets[sessions[p] + 1] - offsets[sessions[p]]
-        if k < n_tasks and done + _row_work(n, full_rows) >= k * step and n > whole_up_to:
+        both = both_above_whole and n > whole_up_to
+        if k < n_tasks and done + _row_work(n, full_rows, both) >= k * step and n > whole_up_to:
             for i in range(n):
-                done += (n if full_rows else i) + _ROW_OVERHEAD
+                done += (n if full_rows or both else 0) + (0 if full_rows else i) + _ROW_OVERHEAD
                 while k < n_tasks and done >= k * step:
                     tasks[k, 0], tasks[k, 1] = p, i + 1
                     k += 1
         else:
-            done += _row_work(n, full_rows)
+            done += _row_work(n, full_rows, both)
             while k < n_tasks and done >= k * step:
                 tasks[k, 0], tasks[k, 1] = p + 1, 0
                 k += 1
@@ -382,7 +390,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     chunks, depth = diagonal_chunks(offsets, small, CHUNK_ITEMS)
     row_sessions = np.flatnonzero(~small & (lens >= 2))
     n_tasks = max(1, threads * _TASKS_PER_THREAD) if parallel else 1
-    tasks = _row_tasks(offsets, row_sessions, full_rows, n_tasks, 0)
+    tasks = _row_tasks(offsets, row_sessions, full_rows, n_tasks, 0, False)
     return SessionPlan(lens, offsets, fast, order, lower_end, higher_start, x, x64, labels, labels64, e, pos, chunks,
                        depth, tasks, row_sessions,
                        tuple(precision.type(1.0 / (2 * k + 1)) for k in range(_SERIES_TERMS[precision])),
@@ -418,7 +426,7 @@ def _forward_rows(plan: SessionPlan, whole_up_to: int) -> SessionPlan:
     """A gradient plan (``full_rows=True``) with the forward's row tasks: the same arrays, so one plan
     serves the fused call, whose triangular rows still split into equal work (sessions of at most
     ``whole_up_to`` items stay whole in one task)."""
-    tasks = _row_tasks(plan.offsets, plan.row_sessions, False, plan.row_tasks.shape[0] - 1, whole_up_to)
+    tasks = _row_tasks(plan.offsets, plan.row_sessions, False, plan.row_tasks.shape[0] - 1, whole_up_to, True)
     return dataclasses.replace(plan, row_tasks=tasks)
 
 
@@ -1096,7 +1104,7 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
     threads = numba.get_num_threads()
     worthwhile = visits >= _PARALLEL_PAIRS and threads > 1
     sessions = np.flatnonzero(lens >= 2)
-    tasks = _row_tasks(offsets, sessions, True, max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1, 0)
+    tasks = _row_tasks(offsets, sessions, True, max(1, threads * _TASKS_PER_THREAD) if worthwhile else 1, 0, False)
     gain = None if weights is None else weights.gain
     disc = None if weights is None else weights.discount
     hv, vslope, item_cnt = np.zeros(x.size), np.zeros(x.size), np.zeros(x.size)
