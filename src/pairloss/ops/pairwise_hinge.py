@@ -490,6 +490,21 @@ def _integer_label_groups(lab, rank, below_end, above_start, counts):  # pragma:
     return ok, used, pairs
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bucket_starts(hist, p, first_shifted, n):  # pragma: no cover - compiled
+    """Byte pass p of an LSD radix sort: hist[p] (counts per byte value) becomes each bucket's first place.
+    False, and nothing changed, when every key has the first key's byte (``first_shifted``, the first key
+    shifted to this byte): the pass would not move anything."""
+    if hist[p, first_shifted & _BYTE] == n:
+        return False
+    start = 0
+    for b in range(256):
+        c = hist[p, b]
+        hist[p, b] = start
+        start += c
+    return True
+
+
 @numba.njit(cache=True, nogil=True)
 def _radix_argsort(values, keys, kbuf, idx, ibuf, hist):  # pragma: no cover - compiled
     """Stable ascending sort of ``values``: keys[p] = the p-th smallest value, idx[p] = its index.
@@ -517,13 +532,8 @@ def _radix_argsort(values, keys, kbuf, idx, ibuf, hist):  # pragma: no cover - c
     swapped = False
     for p in range(8):
         shift = np.uint64(8 * p)
-        if hist[p, (src_k[0] >> shift) & _BYTE] == n:
-            continue  # every key has this byte: the pass would not move anything
-        start = 0
-        for b in range(256):
-            c = hist[p, b]
-            hist[p, b] = start
-            start += c
+        if not _bucket_starts(hist, p, src_k[0] >> shift, n):
+            continue
         for k in range(n):
             u = src_k[k]
             b = (u >> shift) & _BYTE
@@ -569,13 +579,8 @@ def _radix_argsort32(bits, values, keys, idx, packed, pbuf, hist):  # pragma: no
     src, dst = packed, pbuf
     for p in range(4):
         shift = np.uint64(32 + 8 * p)
-        if hist[p, (src[0] >> shift) & _BYTE] == n:
-            continue  # every key has this byte: the pass would not move anything
-        start = 0
-        for b in range(256):
-            c = hist[p, b]
-            hist[p, b] = start
-            start += c
+        if not _bucket_starts(hist, p, src[0] >> shift, n):
+            continue
         for k in range(n):
             e = src[k]
             b = (e >> shift) & _BYTE
