@@ -300,13 +300,14 @@ _NUMPY_TWINS = {torch.float16: np.float16, torch.float32: np.float32, torch.floa
 
 
 def _from_host(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """A kernel's float64 output as a CPU tensor of ``dtype``, rounded once. NumPy casts where it has the
-    dtype: torch's cast of a large tensor opens an OpenMP parallel region, whose workers then spin on the
-    cores (about a millisecond) while the next kernel's threads want them."""
+    """A kernel's output (C-contiguous and writeable, or it is copied) as a CPU tensor of ``dtype``, rounded
+    once. NumPy casts where it has the dtype: torch's cast of a large tensor opens an OpenMP parallel region,
+    whose workers then spin on the cores (about a millisecond) while the next kernel's threads want them."""
     twin = _NUMPY_TWINS.get(dtype)
-    if twin is None:  # bfloat16
-        return torch.from_numpy(np.ascontiguousarray(values)).to(dtype)
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=twin))
+    if twin is None:  # bfloat16, or a dtype this table leaves to torch
+        out = torch.from_numpy(np.asarray(values, order="C"))
+        return out if out.dtype == dtype else out.to(dtype)
+    return torch.from_numpy(np.asarray(values, dtype=twin, order="C"))
 
 
 def _to_tensor(value: Any, spec: tuple[tuple[Any, ...], torch.dtype], inputs: Sequence[np.ndarray],
@@ -321,8 +322,7 @@ def _to_tensor(value: Any, spec: tuple[tuple[Any, ...], torch.dtype], inputs: Se
     if (not arr.flags.c_contiguous or not arr.flags.writeable
             or any(np.may_share_memory(arr, a) for a in inputs)):
         arr = arr.copy(order="C")
-    out = torch.from_numpy(arr)
-    return out if out.dtype == spec[1] else out.to(spec[1])
+    return _from_host(arr, spec[1])
 
 
 def _cpu_outputs(s: OpSchema, kernel: Callable[..., Any], tensors: Sequence[torch.Tensor], args: dict[str, Any],
