@@ -127,8 +127,13 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
         # could tie
         msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(arr.max(), -arr.min())}"
         raise ValueError(msg)
-    flat = arr.reshape(n).astype(np.float64)
-    if arr.dtype.kind == "f" and not np.isfinite(flat).all():
+    # contiguous, writeable float64 labels are used as they are (the kernels only read them; a read-only
+    # array would cost each kernel a compilation of its own); the finiteness check reads the given dtype,
+    # which for float32 labels is half the bytes of their float64 copy
+    flat = np.ascontiguousarray(arr.reshape(n), dtype=np.float64)
+    if not flat.flags.writeable:
+        flat = flat.copy()
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = ~np.isfinite(flat)
         msg = f"{name} must be finite; got NaN or inf at positions {describe_values(np.flatnonzero(bad))}"
         raise ValueError(msg)

