@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pair_walk.py                         # the default sizes, 2 threads
     python benchmarks/bench_pair_walk.py --loss hinge --threads 1
+    python benchmarks/bench_pair_walk.py --loss hinge --pause-ms 5     # each call after an idle pause
     PYTHONPATH=/path/to/old/src python benchmarks/bench_pair_walk.py   # the same for another checkout
 
 Three ways to get one call's loss and gradient (float32 scores, graded labels 0-4, equal-size sessions):
@@ -9,7 +10,10 @@ the fused kernel of the torch path (``forward_with_unit_gradient_cpu``), the reg
 gradient op, and the torch front end (``reduction="sum"`` + ``backward()``). Each is called back to back
 (no pause, unlike ``bench_ops.py``, whose interleaving with peers makes every call colder); the minimum
 and the median of the repeats are printed. Run two checkouts in alternating processes: this VM's speed
-drifts by tens of percent within minutes, so only alternating runs compare.
+drifts by tens of percent within minutes, so only alternating runs compare. ``--pause-ms`` sleeps that long
+before each timed call instead, as ``bench_ops.py`` does between contenders: the cores go idle and the
+kernel's worker threads must wake up again. For the hinge, one argsort per session (its compute limit in
+``bench_ops.py``) is timed the same way, in the last column.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from pairloss.ops import pairwise_loss as pwl
 SIZES = ((10, 100_000), (40, 25_000), (100, 10_000), (1_000, 100), (10_000, 1))
 
 
-def _times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+def _times(fn: Callable[[], object], repeats: int, pause_s: float = 0.0) -> tuple[float, float]:
     fn()
     times = []
     for _ in range(repeats):
+        if pause_s:
+            time.sleep(pause_s)
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -58,12 +64,15 @@ def _calls(loss: str, n: int, sessions: int) -> dict[str, Callable[[], object]]:
         xs.grad = None
         front(xs, lt, ln, reduction="sum").backward()
 
-    return {
+    calls: dict[str, Callable[[], object]] = {
         "fused kernel": lambda: mod.forward_with_unit_gradient_cpu(x, labels, lengths, **args),
         "forward op + gradient op": lambda: (mod.forward_cpu(x, labels, lengths, **args),
                                              mod.gradient_cpu(x, labels, ones, lengths, **args)),
         "torch front end": torch_step,
     }
+    if loss == "hinge":
+        calls["np.argsort per session (limit)"] = lambda: np.argsort(x.reshape(sessions, n), axis=1)
+    return calls
 
 
 def main() -> None:
@@ -71,14 +80,16 @@ def main() -> None:
     parser.add_argument("--loss", choices=["logistic", "hinge", "lambdarank"], default="logistic")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="idle pause before each timed call")
     args = parser.parse_args()
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    print(f"| n x sessions | pairs | {' | '.join(_calls(args.loss, 2, 1))} (min / median ms) |")
-    print("|---|---:|---:|---:|---:|")
+    names = list(_calls(args.loss, 2, 1))
+    print(f"| n x sessions | pairs | {' | '.join(names)} (min / median ms) |")
+    print(f"|---|---:|{'---:|' * len(names)}")
     for n, sessions in SIZES:
         cells = [f"{a * 1e3:.2f} / {b * 1e3:.2f}" for a, b in
-                 (_times(fn, args.repeats) for fn in _calls(args.loss, n, sessions).values())]
+                 (_times(fn, args.repeats, args.pause_ms / 1e3) for fn in _calls(args.loss, n, sessions).values())]
         print(f"| {n} x {sessions} | {sessions * n * (n - 1) // 2:.2e} | {' | '.join(cells)} |")
 
 
