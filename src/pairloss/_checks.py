@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -122,11 +123,15 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
         msg = f"{name} must have one entry per score: expected {n}; got {arr.shape[0]}"
         raise ValueError(msg)
     # (only 64-bit integers reach 2^53)
-    if arr.dtype.kind in "iu" and arr.itemsize == 8 and arr.size and (arr.max() > 2**53 or arr.min() < -(2**53)):
+    if arr.dtype.kind in "iu" and arr.itemsize == 8 and arr.size:
         # float64 (the kernels' label dtype) holds every integer up to 2^53 exactly; beyond, distinct labels
-        # could tie
-        msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(arr.max(), -arr.min())}"
-        raise ValueError(msg)
+        # could tie. The copy and the range come from one pass (a minimum, a maximum and a cast were three)
+        flat = np.empty(n, np.float64)
+        lowest, highest = _widen_with_range(np.ascontiguousarray(arr.reshape(n)), flat)
+        if highest > 2**53 or lowest < -(2**53):
+            msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(highest, -lowest)}"
+            raise ValueError(msg)
+        return flat
     # contiguous, writeable float64 labels are used as they are (the kernels only read them; a read-only
     # array would cost each kernel a compilation of its own); the finiteness check reads the given dtype,
     # which for float32 labels is half the bytes of their float64 copy
@@ -138,6 +143,18 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
         msg = f"{name} must be finite; got NaN or inf at positions {describe_values(np.flatnonzero(bad))}"
         raise ValueError(msg)
     return flat
+
+
+@numba.njit(cache=True, nogil=True)
+def _widen_with_range(src, out):  # pragma: no cover - compiled
+    """out = src as float64, and (min, max) of src, in one pass over 64-bit integers (src non-empty)."""
+    lowest = highest = src[0]
+    for k in range(src.size):
+        v = src[k]
+        out[k] = v
+        lowest = min(lowest, v)
+        highest = max(highest, v)
+    return lowest, highest
 
 
 def check_lengths(value: npt.ArrayLike | None, n: int, name: str = "lengths") -> np.ndarray:
