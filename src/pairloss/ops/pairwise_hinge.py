@@ -439,13 +439,14 @@ def _place_and_sum(net, xs, order, center, base, d):  # pragma: no cover - compi
 
 
 @numba.njit(cache=True, nogil=True)
-def _graded_rows_session(x, lab, margin, d, grade, counts, order, xs, lim, ds):  # pragma: no cover - compiled
+def _graded_rows_session(x, lab, margin, d, grade, counts, first, order, xs, lim,
+                         ds):  # pragma: no cover - compiled
     """One session of integer grades, pair by pair in grade order: (ok, pairs, loss sum); d = net counts.
 
     Counting-sorted by grade, each item's lower-graded partners are one contiguous prefix, so the pair loop
     visits only discordant pairs and needs no tie or sign logic. The loss is margin * active +
     sum_k d_k (x_k - c), c the midrange, compensated (as the sorted path). Not ok: labels that are not
-    integer grades (nothing written).
+    integer grades (nothing written). ``counts`` and ``first``: _GRADES int64 of scratch.
     """
     n = x.size
     ok, used, pairs = _integer_grades(lab, grade, counts)
@@ -455,21 +456,21 @@ def _graded_rows_session(x, lab, margin, d, grade, counts, order, xs, lim, ds): 
     for g in range(used):  # counts -> first position of each grade
         c = counts[g]
         counts[g] = start
+        first[g] = start
         start += c
-    for k in range(n):
-        g = grade[k]
-        order[counts[g]] = k
-        counts[g] += 1
-    # counts[g] is now one past grade g's last position, so grade g starts at counts[g - 1]
+    # each item goes straight to its place with its score and its partners' prefix (the lower grades end
+    # where its grade starts): one pass, where a scatter of indices and then a gather took two
     low = np.inf
     high = -np.inf
-    for p in range(n):
-        k = order[p]
+    for k in range(n):
         g = grade[k]
+        p = counts[g]
+        counts[g] = p + 1
         xk = np.float64(x[k])
+        order[p] = k
         xs[p] = xk
         ds[p] = 0
-        lim[p] = counts[g - 1] if g > 0 else 0
+        lim[p] = first[g]
         low = min(low, xk)
         high = max(high, xk)
     active = _lower_grade_rows(xs, lim, margin, ds)
@@ -802,7 +803,7 @@ def _sessions_loop(x, bits, lab, offsets, sessions, margin, n_chunks, pairs, sum
         gbelow, gabove = np.empty(longest, np.int32), np.empty(longest, np.int32)
         fen, above, below = np.empty(longest, np.int32), np.empty(longest, np.int32), np.empty(longest, np.int32)
         hist = np.empty((8, 256), np.int64)
-        counts = np.empty(_GRADES, np.int64)
+        counts, grade_first = np.empty(_GRADES, np.int64), np.empty(_GRADES, np.int64)
         net = np.empty(min(longest, _ROWS_MAX), np.int64)
         pbuf = np.empty(longest if bits.size and longest > _DIRECT_MAX else 0, np.uint64)
         for t in range(first, last):
@@ -812,7 +813,8 @@ def _sessions_loop(x, bits, lab, offsets, sessions, margin, n_chunks, pairs, sum
             ok = False
             if _GRADED_MIN <= n <= _ROWS_MAX:
                 ok, pairs[s], sums[s] = _graded_rows_session(
-                    x[lo:hi], lab[lo:hi], margin, d[lo:hi], rank[:n], counts, idx[:n], keys[:n], ibuf[:n], net[:n])
+                    x[lo:hi], lab[lo:hi], margin, d[lo:hi], rank[:n], counts, grade_first, idx[:n], keys[:n],
+                    ibuf[:n], net[:n])
             if ok:
                 pass
             elif n <= _ROWS_MAX:
