@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 from collections.abc import Callable
 
 import numba
 import numpy as np
 
-import pairloss._backends  # noqa: F401  (selects the threading layer pairloss uses)
+from pairloss.bench.timing import paused_times  # importing pairloss also selects its threading layer
 
 
 @numba.njit(parallel=True, nogil=True)
@@ -57,15 +56,10 @@ def _chunks(out: np.ndarray, size: int, touch_memory: bool) -> None:  # pragma: 
 
 
 def _median_us(fn: Callable[[], object], pause_s: float, repeats: int = 40) -> tuple[float, float]:
-    fn()
-    times = []
+    """(median microseconds a call, minor page faults a call) over the timed calls."""
+    fn()  # warm-up, outside the fault count
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(repeats):
-        if pause_s:
-            time.sleep(pause_s)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = paused_times(fn, repeats, pause_s, warmup=False)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     return float(np.median(times)) * 1e6, faults / repeats
 

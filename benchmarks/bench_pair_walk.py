@@ -19,13 +19,13 @@ kernel's worker threads must wake up again. For the hinge, one argsort per sessi
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numba
 import numpy as np
 import torch
 
+from pairloss.bench.timing import paused_times
 from pairloss.nn import functional as PF
 from pairloss.ops import lambdarank as lr
 from pairloss.ops import pairwise_hinge as ph
@@ -35,14 +35,7 @@ SIZES = ((10, 100_000), (40, 25_000), (100, 10_000), (1_000, 100), (10_000, 1))
 
 
 def _times(fn: Callable[[], object], repeats: int, pause_s: float = 0.0) -> tuple[float, float]:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if pause_s:
-            time.sleep(pause_s)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = paused_times(fn, repeats, pause_s)
     return float(np.min(times)), float(np.median(times))
 
 

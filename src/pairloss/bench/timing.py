@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Stats", "busy_core", "interleaved", "malloc_trim", "peak_extra_mib", "warm_memory"]
+__all__ = ["Stats", "busy_core", "interleaved", "malloc_trim", "paused_times", "peak_extra_mib", "warm_memory"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,22 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, *, budget_s: fl
         if budget_s is not None and r + 1 >= min_repeats and time.perf_counter() - start_all > budget_s:
             break
     return {name: Stats(float(np.median(t)), float(np.mean(t)), len(t)) for name, t in times.items()}
+
+
+def paused_times(fn: Callable[[], Any], repeats: int, pause_s: float = 0.0, *, warmup: bool = True) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` (after one untimed call when ``warmup``), one after another
+    or, with ``pause_s``, each after that long an idle sleep (the pause :func:`interleaved` puts before a
+    call)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        if pause_s:
+            time.sleep(pause_s)
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def _freeze_heap() -> None:
