@@ -3,6 +3,7 @@
     python benchmarks/bench_pair_walk.py                         # the default sizes, 2 threads
     python benchmarks/bench_pair_walk.py --loss hinge --threads 1
     python benchmarks/bench_pair_walk.py --loss hinge --pause-ms 5     # each call after an idle pause
+    python benchmarks/bench_pair_walk.py --loss hinge --sizes 200000x1,1000000x1 --repeats 9   # large sessions
     PYTHONPATH=/path/to/old/src python benchmarks/bench_pair_walk.py   # the same for another checkout
 
 Three ways to get one call's loss and gradient (float32 scores, graded labels 0-4, equal-size sessions):
@@ -37,6 +38,13 @@ SIZES = ((10, 100_000), (40, 25_000), (100, 10_000), (1_000, 100), (10_000, 1))
 def _times(fn: Callable[[], object], repeats: int, pause_s: float = 0.0) -> tuple[float, float]:
     times = paused_times(fn, repeats, pause_s)
     return float(np.min(times)), float(np.median(times))
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((int(n), int(sessions)) for n, sessions in (item.split("x") for item in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 100x10000,1000x100, got {text!r}") from None
 
 
 def _calls(loss: str, n: int, sessions: int) -> dict[str, Callable[[], object]]:
@@ -74,13 +82,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--pause-ms", type=float, default=0.0, help="idle pause before each timed call")
+    parser.add_argument("--sizes", type=_sizes, default=SIZES,
+                        help="session size x sessions, comma-separated (default: %(default)s), e.g. 200000x1,1000000x1")
     args = parser.parse_args()
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     names = list(_calls(args.loss, 2, 1))
     print(f"| n x sessions | pairs | {' | '.join(names)} (min / median ms) |")
     print(f"|---|---:|{'---:|' * len(names)}")
-    for n, sessions in SIZES:
+    for n, sessions in args.sizes:
         cells = [f"{a * 1e3:.2f} / {b * 1e3:.2f}" for a, b in
                  (_times(fn, args.repeats, args.pause_ms / 1e3) for fn in _calls(args.loss, n, sessions).values())]
         print(f"| {n} x {sessions} | {sessions * n * (n - 1) // 2:.2e} | {' | '.join(cells)} |")

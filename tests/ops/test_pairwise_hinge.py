@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -153,10 +154,48 @@ def test_large_session_on_two_threads_matches_the_serial_path(monkeypatch: pytes
 
     serial = run()
     monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)  # both sessions now take the two-thread path
+    monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 300)
+    monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
     parallel = run()
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(parallel[0], ph.reference_forward(scores, labels, lengths, margin=1.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scores_kind", ["grid", "normal", "equal", "sign"])
+@pytest.mark.parametrize("n", [301, 1000, 4097])
+def test_graded_large_session_is_the_sessions_loop_bit_for_bit(
+        n: int, scores_kind: str, dtype: type, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # _graded_big_session (on two threads: its sort, its table and its sweep in two halves) against the
+    # sessions loop: odd sizes, ties across the split, equal scores (no byte pass moves anything) and
+    # scores of both signs must give the same bits
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"needs {threads} Numba threads")
+    rng = np.random.default_rng(n)
+    scores = {"grid": rng.integers(-40, 40, n) / 8.0, "normal": rng.standard_normal(n), "equal": np.full(n, 0.25),
+              "sign": rng.choice([-1.0, 1.0], n) * rng.integers(0, 3, n) / 4.0}[scores_kind].astype(dtype)
+    labels = rng.integers(0, 7, n)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        serial = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=0.5)
+        monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)
+        monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 300)
+        monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+        monkeypatch.setattr(ph, "_KEPT_SCRATCH", 0 if n == 1000 else ph._KEPT_SCRATCH)  # a fresh block, too
+        calls = []
+        real = ph._graded_big_session
+        monkeypatch.setattr(ph, "_graded_big_session", lambda *a: calls.append(1) or real(*a))
+        parallel = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=0.5)
+    finally:
+        numba.set_num_threads(before)
+    assert calls, "the session did not take _graded_big_session"
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(serial[0], ph.reference_forward(scores.astype(np.float64), labels, margin=0.5),
+                               rtol=1e-6 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("step", [2.0**-24, 0.75 * 2.0**-23, 2.0**-23, 1e-7])
@@ -238,6 +277,8 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
     labels[start:start + 600] = rng.standard_normal(600)  # one session's labels are not grades: the label sort
     for parallel_min in (ph._PARALLEL_MIN, 500):  # 500: the long sessions take _big_session when threads allow
         monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
+        monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", parallel_min)
+        monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
         loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.75)
         wide_loss, wide_unit = ph.forward_with_unit_gradient_cpu(scores.astype(np.float64), labels, lengths,
                                                                  margin=0.75)
@@ -260,6 +301,8 @@ def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_s
     labels = (np.arange(n) % 2 == 0) * label_step
     for parallel_min in (ph._PARALLEL_MIN, 1000):  # 1000: the longest session takes _big_session
         monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
+        monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", parallel_min)
+        monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
         loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=1.0)
         np.testing.assert_array_equal(loss, [0.0])
         np.testing.assert_array_equal(unit, np.zeros(n))

@@ -50,6 +50,7 @@ Joachims, 2002, "Optimizing search engines using clickthrough data".
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numba
@@ -236,8 +237,10 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
 # (registry.FusedGradient) returns both from one pass. Many sessions: prange over chunks of sessions,
 # each chunk with scratch as long as its longest session, which every session of the chunk reuses while
 # it is in cache (per-session slices of call-sized scratch cost 1.6x at n = 100: every session touched
-# cold memory). A session of at least _PARALLEL_MIN items (when there
-# are too few of those to keep the threads busy) runs its two sorts, then its two sweeps, on two threads.
+# cold memory). A session of at least _PARALLEL_MIN items (when there are too few of those to keep the
+# threads busy) runs on two threads: with integer grades (from _GRADED_PARALLEL_MIN items) every step in two
+# halves of the items (_graded_big_session, bit for bit the serial result), other labels their two sorts
+# and then their two sweeps side by side (_big_session).
 # Sorting is an LSD radix sort (8 bits a pass) of the order-preserving integer image of the float64 keys:
 # linear time, stable, and a pass whose byte is the same for every key (most of them for graded labels)
 # is skipped.
@@ -248,6 +251,9 @@ _GRADES = 32  # labels that are integers in [0, _GRADES) are grouped by value, w
 _COUNTED_BY_COMPARISON = 8  # up to this many grades _integer_grades counts each grade by comparisons
 _WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
 _PARALLEL_MIN = 1 << 15
+# integer grades: below this size one thread's table sweep is as fast as the two-thread session (whose sort
+# and sweep exchange their halves between the cores; 80,000 items 1.0x, 200,000 1.1x, 1e6 1.6x)
+_GRADED_PARALLEL_MIN = 1 << 17
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
 _SIGN = np.uint64(1 << 63)
 _BYTE = np.uint64(255)
@@ -557,6 +563,19 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 
 
 @numba.njit(cache=True, nogil=True)
+def _pack32(bits, packed, lo, hi, hist):  # pragma: no cover - compiled
+    """packed[k] = (32-bit order key of bits[k]) << 32 | k for k in [lo, hi), and hist[p, b] = how many of
+    them have byte b in byte p of their key (hist (>= 4, 256) int64, overwritten)."""
+    hist[:4, :] = 0
+    for k in range(lo, hi):
+        u = bits[k]
+        key = ~u if u & _TOP32 else u | _TOP32  # negatives reversed below positives; -0.0 just below +0.0
+        packed[k] = (np.uint64(key) << np.uint64(32)) | np.uint64(k)
+        for p in range(4):
+            hist[p, (key >> np.uint32(8 * p)) & np.uint32(255)] += 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _radix_argsort32(bits, values, keys, idx, packed, pbuf, hist):  # pragma: no cover - compiled
     """_radix_argsort for float32 values: ``bits`` their float32 bit patterns (uint32), ``values`` the
     same numbers as float64 (what ``keys`` receives, in order).
@@ -569,13 +588,7 @@ def _radix_argsort32(bits, values, keys, idx, packed, pbuf, hist):  # pragma: no
     n = bits.size
     if n == 0:
         return
-    hist[:4, :] = 0
-    for k in range(n):
-        u = bits[k]
-        key = ~u if u & _TOP32 else u | _TOP32  # negatives reversed below positives; -0.0 just below +0.0
-        packed[k] = (np.uint64(key) << np.uint64(32)) | np.uint64(k)
-        for p in range(4):
-            hist[p, (key >> np.uint32(8 * p)) & np.uint32(255)] += 1
+    _pack32(bits, packed, 0, n, hist)
     src, dst = packed, pbuf
     for p in range(4):
         shift = np.uint64(32 + 8 * p)
@@ -701,29 +714,44 @@ def _gather_ranks(order, rank, rks):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _table_sweeps(xs, rks, n_groups, below_end, above_start, margin, table, above, below):  # pragma: no cover
-    """Both sweeps at once for at most _GRADES groups: above[p], below[p] as _sweep_above/_sweep_below.
-
-    ``xs`` holds the n sorted scores and then _WINDOW +inf. table[q * w + g] (w = n_groups + 1) counts the
-    first q items in score order whose group is below g, so each item's partners in a run of the score
-    order are two table reads, not a tree walk. The runs' ends move forward by a count of the next _WINDOW
-    tests (they hold for a prefix of them, the tests being monotone), which is branch-free: a pointer that
-    steps one item at a time mispredicts about once an item. The +inf sentinels stop both pointers at n.
-    Returns the active pairs.
-    """
-    n = rks.size
-    w = n_groups + 1
-    for g in range(w):
-        table[g] = 0
-    for q in range(n):
+def _prefix_rows(rks, w, table, q0, q1):  # pragma: no cover - compiled
+    """Rows q0 + 1 .. q1 of _table_sweeps' table from its row q0: table[q * w + g] counts the first q items
+    in score order whose group (``rks``) is below g."""
+    for q in range(q0, q1):
         gq = rks[q]
         base = q * w
         for g in range(w):
             table[base + w + g] = table[base + g] + (g > gq)
-    low = 0  # [0, low): too far below item p to pair actively with it as its lower partner
-    high = 0  # [0, high): close enough above (or below) item p to pair actively with it as its upper partner
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_failing(xs, xp, margin, above_xp):  # pragma: no cover - compiled
+    """The first place where _sweep_range's low (``above_xp`` False: xp - xs[k] > margin) or high (True:
+    xs[k] - xp <= margin) test fails, by bisection; the same test in the same float64 arithmetic, which is
+    monotone in k, so it is where the pointer would stop. The +inf sentinels fail both tests."""
+    a, b = 0, xs.size - 1
+    while a < b:
+        m = (a + b) // 2
+        holds = xs[m] - xp <= margin if above_xp else xp - xs[m] > margin
+        if holds:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_range(xs, rks, w, below_end, above_start, margin, table, above, below, p0, p1):  # pragma: no cover
+    """above[p], below[p] for the items p0 <= p < p1 in score order, from the table of _prefix_rows; returns
+    their active pairs (as their lower items). The runs' ends move forward by a count of the next _WINDOW
+    tests (they hold for a prefix of them, the tests being monotone), which is branch-free: a pointer that
+    steps one item at a time mispredicts about once an item. They start where item p0's tests fail, so a
+    range gives what the whole sweep gives its items."""
+    n = rks.size
+    low = _first_failing(xs, xs[p0], margin, False) if p0 else 0  # [0, low): too far below to pair with p
+    high = _first_failing(xs, xs[p0], margin, True) if p0 else 0  # [0, high): close enough above (or below)
     active = 0
-    for p in range(n):
+    for p in range(p0, p1):
         xp = xs[p]
         step = _WINDOW
         while step == _WINDOW:
@@ -744,6 +772,21 @@ def _table_sweeps(xs, rks, n_groups, below_end, above_start, margin, table, abov
         below[p] = high - table[high * w + above_start[g]]
         active += a
     return active
+
+
+@numba.njit(cache=True, nogil=True)
+def _table_sweeps(xs, rks, n_groups, below_end, above_start, margin, table, above, below):  # pragma: no cover
+    """Both sweeps at once for at most _GRADES groups: above[p], below[p] as _sweep_above/_sweep_below.
+
+    ``xs`` holds the n sorted scores and then _WINDOW +inf. table[q * w + g] (w = n_groups + 1) counts the
+    first q items in score order whose group is below g, so each item's partners in a run of the score
+    order are two table reads, not a tree walk (_sweep_range). Returns the active pairs.
+    """
+    w = n_groups + 1
+    for g in range(w):
+        table[g] = 0
+    _prefix_rows(rks, w, table, 0, rks.size)
+    return _sweep_range(xs, rks, w, below_end, above_start, margin, table, above, below, 0, rks.size)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -830,6 +873,202 @@ def _sessions_loop(x, bits, lab, offsets, sessions, margin, n_chunks, pairs, sum
             _to_unit(d, lo, hi, pairs[s])
 
 
+@numba.njit(cache=True, nogil=True)
+def _all_grades(lab):  # pragma: no cover - compiled
+    """Whether every label is an integer in [0, _GRADES), as _integer_grades decides it (branch-free)."""
+    ok = True
+    for k in range(lab.size):
+        v = lab[k]
+        inside = (v >= 0.0) & (v < _GRADES)
+        ok &= inside & (np.int32(v if inside else 0.0) == v)
+    return ok
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _integer_grades_halves(lab, grade):  # pragma: no cover - compiled
+    """_integer_grades of one session, its two halves on two threads: (ok, grades used, pairs)."""
+    n = lab.size
+    counts = np.zeros((2, _GRADES), np.int64)
+    oks = np.zeros(2, np.bool_)
+    used = np.zeros(2, np.int64)
+    for t in numba.prange(2):
+        lo, hi = t * (n // 2), n // 2 + t * (n - n // 2)
+        oks[t], used[t], _ = _integer_grades(lab[lo:hi], grade[lo:hi], counts[t])
+    if not (oks[0] and oks[1]):
+        return False, 0, 0
+    top = max(used[0], used[1])
+    tied = 0
+    for g in range(top):
+        c = (counts[0, g] if g < used[0] else 0) + (counts[1, g] if g < used[1] else 0)
+        tied += c * c
+    return True, top, (n * n - tied) // 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_pass(src, dst, lo, hi, shift, starts, next_shift, mid, next_counts):  # pragma: no cover
+    """One thread's part of a byte pass of _radix_argsort32_halves: src[lo:hi] into dst by the byte at
+    ``shift`` from this thread's bucket starts, counting as it goes each half of dst ([0, mid), [mid, n))
+    by the byte at ``next_shift``: next_counts[half * 256 + byte], the next pass's halves, with no pass to
+    count them (flat: a two-dimensional count here ran 4x slower)."""
+    for k in range(lo, hi):
+        e = src[k]
+        b = (e >> shift) & _BYTE
+        pos = starts[b]
+        starts[b] = pos + 1
+        dst[pos] = e
+        next_counts[(np.int64(pos >= mid) << 8) | np.int64((e >> next_shift) & _BYTE)] += 1
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _radix_argsort32_halves(bits, values, keys, idx, buf):  # pragma: no cover - compiled
+    """_radix_argsort32 on two threads, ``buf`` (2, n) uint64 scratch: each pass, each thread moves one half
+    of the items, the first half's items ahead of the second's within a bucket, so the sort stays stable
+    and gives the serial order."""
+    n = bits.size
+    mid = n // 2
+    hists = np.empty((2, 4, 256), np.int64)
+    for t in numba.prange(2):
+        _pack32(bits, buf[0], t * mid, mid + t * (n - mid), hists[t])
+    moves = np.zeros(4, np.bool_)
+    for p in range(4):
+        b = (buf[0, 0] >> np.uint64(32 + 8 * p)) & _BYTE
+        moves[p] = hists[0, p, b] + hists[1, p, b] != n
+    halves = np.empty((2, 256), np.int64)  # this pass's count of each byte in each half of its source
+    starts = np.empty((2, 256), np.int64)
+    next_counts = np.zeros((2, 512), np.int64)  # [thread, half of the destination * 256 + byte of the next pass]
+    cur = 0
+    counted = False
+    for p in range(4):
+        if not moves[p]:
+            continue
+        for h in range(2):
+            for b in range(256):
+                halves[h, b] = next_counts[0, 256 * h + b] + next_counts[1, 256 * h + b] if counted else hists[h, p, b]
+        start = 0
+        for b in range(256):
+            starts[0, b] = start
+            start += halves[0, b]
+            starts[1, b] = start
+            start += halves[1, b]
+        q = p + 1
+        while q < 4 and not moves[q]:
+            q += 1
+        next_shift = np.uint64(32 + 8 * (q if q < 4 else 0))
+        next_counts[:, :] = 0
+        for t in numba.prange(2):
+            _scatter_pass(buf[cur], buf[1 - cur], t * mid, mid + t * (n - mid), np.uint64(32 + 8 * p), starts[t],
+                          next_shift, mid, next_counts[t])
+        cur = 1 - cur
+        counted = True
+    for t in numba.prange(2):
+        for k in range(t * mid, mid + t * (n - mid)):
+            i = np.int32(buf[cur, k] & _LOW32)
+            idx[k] = i
+            keys[k] = values[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_grades(order, lab, rks):  # pragma: no cover - compiled
+    """rks[p] = the grade of the p-th item in score order (labels known to be integer grades)."""
+    for p in range(order.size):
+        rks[p] = np.int32(lab[order[p]])
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _table_sweeps_halves(xs, order, lab, n_groups, margin, rks, table, above, below):  # pragma: no cover - compiled
+    """_table_sweeps for integer grades (group = grade = the label) on two threads, ``order`` the score
+    order, ``rks`` (n) and ``table`` ((n + 1) * (n_groups + 1)) int32 scratch: the grades in score order and
+    the table's rows in two halves (the second from a count of the first's grades), then the sweep in two
+    halves of the items. Returns the active pairs."""
+    n = order.size
+    w = n_groups + 1
+    below_end = np.arange(w, dtype=np.int32)
+    above_start = below_end + 1
+    for t in numba.prange(2):
+        lo, hi = t * (n // 2), n // 2 + t * (n - n // 2)
+        _gather_grades(order[lo:hi], lab, rks[lo:hi])
+    # thread 0 writes rows 1 .. m - 1 (w counts an item), thread 1 counts the first m items and writes rows
+    # m .. n: m balances the two when a count costs about one row entry
+    m = max(1, n * w // (2 * w - 1))
+    for t in numba.prange(2):
+        if t == 0:
+            table[:w] = 0
+            _prefix_rows(rks, w, table, 0, m - 1)
+        else:
+            counts = np.zeros(w, np.int64)
+            for q in range(m):
+                counts[rks[q]] += 1
+            below_m = 0
+            for g in range(w):
+                table[m * w + g] = below_m
+                below_m += counts[g]
+            _prefix_rows(rks, w, table, m, n)
+    active = np.zeros(2, np.int64)
+    for t in numba.prange(2):
+        active[t] = _sweep_range(xs, rks, w, below_end, above_start, margin, table, above, below, t * (n // 2),
+                                 n // 2 + t * (n - n // 2))
+    return active[0] + active[1]
+
+
+_KEPT_SCRATCH = 64 << 20
+_scratch_kept = threading.local()
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """``nbytes`` of scratch for a large session, kept for the thread's next call up to _KEPT_SCRATCH bytes:
+    the first touch of fresh pages costs about as much as the sweep (0.5 ns a byte on these VMs; 200,000
+    items: 7.7 -> 5.0 ms), and glibc returns freed blocks of this size to the system."""
+    kept = getattr(_scratch_kept, "buffer", None)
+    if kept is not None and kept.size >= nbytes:
+        return kept
+    buffer = np.empty(nbytes, np.uint8)
+    if nbytes <= _KEPT_SCRATCH:
+        _scratch_kept.buffer = buffer
+    return buffer
+
+
+def _graded_big_session(x: np.ndarray, bits: np.ndarray, lab: np.ndarray, margin: float, d: np.ndarray,
+                        two_threads: bool) -> tuple[bool, int, float]:
+    """One large session with integer grades: (ok, pairs, loss sum); not ok (labels that are not grades, or
+    a float64 score that is not finite) means "use another path". ``two_threads``: every step in two
+    halves of the items on two threads, bit for bit the serial result (the loss is summed serially);
+    otherwise the serial kernels. Either way in one block of scratch kept for the next call (_scratch)."""
+    n = x.size
+    # one block: keys (n + _WINDOW float64), the sort's two uint64 buffers (which the float64 sort's scratch
+    # and then the ranks and counts reuse), the order (first the grades, which nothing needs afterwards),
+    # the table
+    head = 8 * (n + _WINDOW) + 16 * n
+    grades = _scratch(head + 4 * n)[head:head + 4 * n].view(np.int32)
+    if two_threads:
+        ok, n_groups, pairs = _integer_grades_halves(lab, grades)
+    else:
+        ok, n_groups, pairs = _integer_grades(lab, grades, np.empty(_GRADES, np.int64))
+    if not ok:
+        return False, 0, 0.0
+    w = n_groups + 1
+    block = _scratch(head + 4 * n + 4 * w * (n + 1))
+    keys = block[:8 * (n + _WINDOW)].view(np.float64)
+    sort_buf = block[8 * (n + _WINDOW):head].view(np.uint64).reshape(2, n)
+    idx = block[head:head + 4 * n].view(np.int32)
+    table = block[head + 4 * n:head + 4 * n + 4 * w * (n + 1)].view(np.int32)
+    if bits.size and two_threads:
+        _radix_argsort32_halves(bits, x, keys[:n], idx, sort_buf)
+    elif bits.size:
+        _radix_argsort32(bits, x, keys[:n], idx, sort_buf[0], sort_buf[1], np.empty((4, 256), np.int64))
+    elif not _radix_argsort(x, keys[:n], sort_buf[0].view(np.float64), idx, sort_buf[1].view(np.int32)[:n],
+                            np.empty((8, 256), np.int64)):
+        return False, 0, 0.0
+    keys[n:] = np.inf
+    rks, above, below = sort_buf.view(np.int32).reshape(-1)[:3 * n].reshape(3, n)
+    if two_threads:
+        active = _table_sweeps_halves(keys, idx, lab, n_groups, margin, rks, table, above, below)
+    else:
+        _gather_grades(idx, lab, rks)
+        below_end = np.arange(w, dtype=np.int32)
+        active = _table_sweeps(keys, rks, n_groups, below_end, below_end + 1, margin, table, above, below)
+    return True, int(pairs), float(_combine(keys[:n], idx, margin, active, above, below, d))
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _big_session(x, bits, lab, margin, d):  # pragma: no cover - compiled
     """One large session, its two sorts and then its two sweeps on two threads: (ok, pairs, loss sum).
@@ -893,18 +1132,28 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     worthwhile = x.size >= _SERIAL_ITEMS and (np.count_nonzero(lens >= 2) >= 2 or bool(big.any()))
     with parallel_launch(worthwhile) as parallel:
         # a large session gets the threads to itself only when sessions alone cannot keep them busy
-        if not parallel or big.sum() >= 2 * threads:
+        if parallel and big.sum() >= 2 * threads:
             big[:] = False
         for s in np.flatnonzero(big):
             lo, hi = int(offsets[s]), int(offsets[s + 1])
+            graded = _all_grades(lab[lo:hi])
+            if not (parallel or graded) or (graded and hi - lo < _GRADED_PARALLEL_MIN):
+                big[s] = False  # with the other sessions (a graded one: on one thread its table sweep is as fast)
+                continue
             session_bits = bits[lo:hi] if narrow else bits
-            ok, pairs[s], sums[s] = _big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi])
+            if graded:
+                # on one thread too: the serial loop's scratch would be fresh pages (1e6 items: 65 -> 28 ms)
+                ok, pairs[s], sums[s] = _graded_big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi],
+                                                            parallel)
+            else:
+                ok, pairs[s], sums[s] = _big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi])
             if not ok:
                 pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
             _to_unit(d, lo, hi, pairs[s])
         rest = np.flatnonzero(~big)
         if rest.size:
-            loop = _sessions_loop if parallel else _sessions_loop_serial
+            # a lone session left to the loop (a graded one under _GRADED_PARALLEL_MIN) is serial anyway
+            loop = _sessions_loop if parallel and np.count_nonzero(lens[rest] >= 2) >= 2 else _sessions_loop_serial
             loop(x, bits, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
     return pairs, sums, d
 
