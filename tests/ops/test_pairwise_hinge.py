@@ -194,8 +194,9 @@ def test_graded_large_session_is_the_sessions_loop_bit_for_bit(
     assert calls, "the session did not take _graded_big_session"
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(serial[0], ph.reference_forward(scores.astype(np.float64), labels, margin=0.5),
-                               rtol=1e-6 if dtype == np.float32 else 1e-12)
+    if n <= 1000:  # the O(n^2) reference takes 7 s at 4097 items; the serial path is tested against it elsewhere
+        np.testing.assert_allclose(serial[0], ph.reference_forward(scores.astype(np.float64), labels, margin=0.5),
+                                   rtol=1e-6 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("step", [2.0**-24, 0.75 * 2.0**-23, 2.0**-23, 1e-7])
