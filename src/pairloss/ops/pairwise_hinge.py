@@ -251,9 +251,10 @@ _GRADES = 32  # labels that are integers in [0, _GRADES) are grouped by value, w
 _COUNTED_BY_COMPARISON = 8  # up to this many grades _integer_grades counts each grade by comparisons
 _WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
 _PARALLEL_MIN = 1 << 15
-# integer grades: below this size one thread's table sweep is as fast as the two-thread session (whose sort
-# and sweep exchange their halves between the cores; 80,000 items 1.0x, 200,000 1.1x, 1e6 1.6x)
-_GRADED_PARALLEL_MIN = 1 << 17
+# integer grades: below this size one thread's table sweep is about as fast as the two-thread session (whose
+# sort and sweep exchange their halves between the cores). Two threads over one: Xeon (AVX-512) 80,000 items
+# 1.0x, 200,000 1.1x, 1e6 1.6x; EPYC (AVX2) 32,768 1.15x, 65,536 1.24x, 130,000 1.35x, 1e6 1.4x.
+_GRADED_PARALLEL_MIN = 1 << 16
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
 _SIGN = np.uint64(1 << 63)
 _BYTE = np.uint64(255)
