@@ -156,6 +156,7 @@ def test_large_session_on_two_threads_matches_the_serial_path(monkeypatch: pytes
     monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)  # both sessions now take the two-thread path
     monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 300)
     monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+    monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
     parallel = run()
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -184,6 +185,7 @@ def test_graded_large_session_is_the_sessions_loop_bit_for_bit(
         monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)
         monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 300)
         monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+        monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
         monkeypatch.setattr(ph, "_KEPT_SCRATCH", 0 if n == 1000 else ph._KEPT_SCRATCH)  # a fresh block, too
         calls = []
         real = ph._graded_big_session
@@ -197,6 +199,33 @@ def test_graded_large_session_is_the_sessions_loop_bit_for_bit(
     if n <= 1000:  # the O(n^2) reference takes 7 s at 4097 items; the serial path is tested against it elsewhere
         np.testing.assert_allclose(serial[0], ph.reference_forward(scores.astype(np.float64), labels, margin=0.5),
                                    rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_large_sessions_stay_on_one_thread_when_a_core_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # with another process on the cores a large session runs serially (its steps each wait at a barrier),
+    # with the same numbers
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs 2 Numba threads")
+    rng = np.random.default_rng(5)
+    n = 2000
+    scores = rng.standard_normal(2 * n)
+    labels = np.concatenate([rng.integers(0, 5, n), rng.standard_normal(n)])  # one graded, one not
+    lengths = np.array([n, n])
+    serial = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.5)
+    monkeypatch.setattr(ph, "_PARALLEL_MIN", 1000)
+    monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 1000)
+    monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+    seen: list[tuple[str, bool]] = []
+    graded, other = ph._graded_big_session, ph._big_session
+    monkeypatch.setattr(ph, "_graded_big_session", lambda *a: seen.append(("graded", a[-1])) or graded(*a))
+    monkeypatch.setattr(ph, "_big_session", lambda *a: seen.append(("other", True)) or other(*a))
+    for free in (True, False):
+        seen.clear()
+        monkeypatch.setattr(ph, "cores_free_for", lambda threads, free=free: free)
+        got = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.5)
+        assert seen == ([("graded", True), ("other", True)] if free else [("graded", False)])
+        for a, b in zip(serial, got, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("step", [2.0**-24, 0.75 * 2.0**-23, 2.0**-23, 1e-7])
@@ -280,6 +309,7 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
         monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
         monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", parallel_min)
         monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+        monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
         loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.75)
         wide_loss, wide_unit = ph.forward_with_unit_gradient_cpu(scores.astype(np.float64), labels, lengths,
                                                                  margin=0.75)
@@ -304,6 +334,7 @@ def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_s
         monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
         monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", parallel_min)
         monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+        monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
         loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=1.0)
         np.testing.assert_array_equal(loss, [0.0])
         np.testing.assert_array_equal(unit, np.zeros(n))

@@ -148,3 +148,21 @@ def test_the_fork_guard_keeps_gnu_openmp_children_alive() -> None:
         pytest.skip("no OpenMP threading layer on this machine")
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "fork-ok" in done.stdout
+
+
+def test_cores_free_for_counts_the_other_runnable_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    monkeypatch.setattr(_backends, "_runnable_tasks", lambda: 1)  # the caller alone
+    assert _backends.cores_free_for(cores) and not _backends.cores_free_for(cores + 1)
+    monkeypatch.setattr(_backends, "_runnable_tasks", lambda: 2)  # one other task holds a core
+    assert not _backends.cores_free_for(cores) and _backends.cores_free_for(cores - 1)
+    monkeypatch.setattr(_backends, "_runnable_tasks", lambda: None)  # no count to read: as if idle
+    assert _backends.cores_free_for(cores + 1)
+
+
+def test_the_runnable_count_is_read_where_linux_has_it() -> None:
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg on this system")
+    count = _backends._runnable_tasks()
+    assert count is not None and count >= 1  # this thread is running
+

@@ -57,7 +57,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import HAS_TRITON, parallel_launch, serial_twin
+from pairloss._backends import HAS_TRITON, cores_free_for, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON, describe_values
 from pairloss.ops.pair_loops_cuda import (
     HINGE,
@@ -252,9 +252,11 @@ _COUNTED_BY_COMPARISON = 8  # up to this many grades _integer_grades counts each
 _WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
 _PARALLEL_MIN = 1 << 15
 # integer grades: below this size one thread's table sweep is about as fast as the two-thread session (whose
-# sort and sweep exchange their halves between the cores). Two threads over one: Xeon (AVX-512) 80,000 items
-# 1.0x, 200,000 1.1x, 1e6 1.6x; EPYC (AVX2) 32,768 1.15x, 65,536 1.24x, 130,000 1.35x, 1e6 1.4x.
-_GRADED_PARALLEL_MIN = 1 << 16
+# sort and sweep exchange their halves between the cores). Two threads over one, called back to back: Xeon
+# (AVX-512) 80,000 items 1.0x, 200,000 1.1x, 1e6 1.6x; EPYC (AVX2) 32,768 1.15x, 65,536 1.24x, 130,000
+# 1.35x, 1e6 1.4x; after the benchmark harness's 5 ms idle pause (the workers asleep), EPYC: 80,000 0.87x,
+# 200,000 1.07-1.27x, 1e6 1.02-1.43x (this VM's neighbours move such ratios by 0.2 from run to run)
+_GRADED_PARALLEL_MIN = 1 << 17
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
 _SIGN = np.uint64(1 << 63)
 _BYTE = np.uint64(255)
@@ -1132,20 +1134,22 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     big = lens >= _PARALLEL_MIN
     worthwhile = x.size >= _SERIAL_ITEMS and (np.count_nonzero(lens >= 2) >= 2 or bool(big.any()))
     with parallel_launch(worthwhile) as parallel:
-        # a large session gets the threads to itself only when sessions alone cannot keep them busy
+        # a large session gets the threads to itself only when sessions alone cannot keep them busy, and
+        # only when no other process holds their cores: each of its steps ends at a barrier (cores_free_for)
         if parallel and big.sum() >= 2 * threads:
             big[:] = False
+        spread = parallel and bool(big.any()) and cores_free_for(threads)
         for s in np.flatnonzero(big):
             lo, hi = int(offsets[s]), int(offsets[s + 1])
             graded = _all_grades(lab[lo:hi])
-            if not (parallel or graded) or (graded and hi - lo < _GRADED_PARALLEL_MIN):
+            if not (spread or graded) or (graded and hi - lo < _GRADED_PARALLEL_MIN):
                 big[s] = False  # with the other sessions (a graded one: on one thread its table sweep is as fast)
                 continue
             session_bits = bits[lo:hi] if narrow else bits
             if graded:
                 # on one thread too: the serial loop's scratch would be fresh pages (1e6 items: 65 -> 28 ms)
                 ok, pairs[s], sums[s] = _graded_big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi],
-                                                            parallel)
+                                                            spread)
             else:
                 ok, pairs[s], sums[s] = _big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi])
             if not ok:
