@@ -380,6 +380,12 @@ def _skip(spec: LossSpec, peer: peers.Peer, reason: str, case: str = "all sizes"
 
 
 # ---- the thread policy on a loaded machine ---------------------------------------------------------------------
+# one hinge session this long gets the threads to itself (its sort and sweep split between them, a barrier
+# at every step): the case where a busy core hurts most (0.88x before cores_free_for); O(n log n), so the
+# hinge only
+_LONE_SESSION = 200_000
+
+
 def _bench_thread_policy(cfg: _Config) -> list[BenchRow]:
     """pairloss's default (parallel where it chooses) against its one-thread run, idle and one core busy."""
     rows = []
@@ -389,7 +395,7 @@ def _bench_thread_policy(cfg: _Config) -> list[BenchRow]:
         if resolved is None:
             continue
         op, _ = resolved
-        for n, n_sessions in cfg.sizes:
+        for n, n_sessions in [*cfg.sizes, *([(_LONE_SESSION, 1)] if key == "hinge" else [])]:
             scores, labels = _sessions(n, n_sessions)
             step = _pairloss_ops(op, scores, labels, spec.op_args)
             case = f"n={n:,} x {n_sessions:,} sessions"
