@@ -179,14 +179,19 @@ def _session_centre(x, lo, hi, span_limit):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def integer_grades(labels64, start, stop, limit):  # pragma: no cover - compiled
-    """(whether every label in [start, stop) is an integer in [0, limit), the largest of them or 0.0)."""
-    top = 0.0
+    """(whether every label in [start, stop) is an integer in [0, limit), the largest of them or 0.0);
+    ``limit`` at most 2^31. Branch-free on integers, so that it vectorises (a float maximum and floor
+    did not: 1e6 labels 1.5 against 0.84 ms)."""
+    top = np.int32(0)
     grades = True
+    bound = np.float64(limit)
     for k in range(start, stop):
         v = labels64[k]
-        grades &= (v >= 0.0) & (v < limit) & (v == np.floor(v))
-        top = v if v > top else top
-    return grades, top
+        inside = (v >= 0.0) & (v < bound)
+        g = np.int32(v) if inside else np.int32(0)
+        grades &= inside & (g == v)
+        top = max(top, g)
+    return grades, np.float64(top)
 
 
 @numba.njit(cache=True, nogil=True)
