@@ -142,6 +142,15 @@ def test_dtypes_round_once_from_float64(dtype: type) -> None:
                                atol=1e-12)
 
 
+def _large_sessions_from(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Sessions of ``size`` items and more take the large-session paths, on the threads (as if no core
+    were busy), in calls of any size."""
+    monkeypatch.setattr(ph, "_PARALLEL_MIN", size)
+    monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", size)
+    monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+    monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)
+
+
 def test_large_session_on_two_threads_matches_the_serial_path(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(11)
     lengths = np.array([400, 700])
@@ -153,10 +162,7 @@ def test_large_session_on_two_threads_matches_the_serial_path(monkeypatch: pytes
                 ph.gradient_cpu(scores, labels, g, lengths, margin=1.0))
 
     serial = run()
-    monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)  # both sessions now take the two-thread path
-    monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 300)
-    monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
-    monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
+    _large_sessions_from(monkeypatch, 300)  # both sessions now take the two-thread path
     parallel = run()
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -182,10 +188,7 @@ def test_graded_large_session_is_the_sessions_loop_bit_for_bit(
     numba.set_num_threads(threads)
     try:
         serial = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=0.5)
-        monkeypatch.setattr(ph, "_PARALLEL_MIN", 300)
-        monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 300)
-        monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
-        monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
+        _large_sessions_from(monkeypatch, 300)
         monkeypatch.setattr(ph, "_KEPT_SCRATCH", 0 if n == 1000 else ph._KEPT_SCRATCH)  # a fresh block, too
         calls = []
         real = ph._graded_big_session
@@ -212,9 +215,7 @@ def test_large_sessions_stay_on_one_thread_when_a_core_is_busy(monkeypatch: pyte
     labels = np.concatenate([rng.integers(0, 5, n), rng.standard_normal(n)])  # one graded, one not
     lengths = np.array([n, n])
     serial = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.5)
-    monkeypatch.setattr(ph, "_PARALLEL_MIN", 1000)
-    monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", 1000)
-    monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
+    _large_sessions_from(monkeypatch, 1000)
     seen: list[tuple[str, bool]] = []
     graded, other = ph._graded_big_session, ph._big_session
     monkeypatch.setattr(ph, "_graded_big_session", lambda *a: seen.append(("graded", a[-1])) or graded(*a))
@@ -306,10 +307,7 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
     start = int(lengths[:3].sum())
     labels[start:start + 600] = rng.standard_normal(600)  # one session's labels are not grades: the label sort
     for parallel_min in (ph._PARALLEL_MIN, 500):  # 500: the long sessions take _big_session when threads allow
-        monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
-        monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", parallel_min)
-        monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
-        monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
+        _large_sessions_from(monkeypatch, parallel_min)
         loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.75)
         wide_loss, wide_unit = ph.forward_with_unit_gradient_cpu(scores.astype(np.float64), labels, lengths,
                                                                  margin=0.75)
@@ -331,10 +329,7 @@ def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_s
     scores = np.where(np.arange(n) % 2 == 0, hi, lo).astype(np.float32)
     labels = (np.arange(n) % 2 == 0) * label_step
     for parallel_min in (ph._PARALLEL_MIN, 1000):  # 1000: the longest session takes _big_session
-        monkeypatch.setattr(ph, "_PARALLEL_MIN", parallel_min)
-        monkeypatch.setattr(ph, "_GRADED_PARALLEL_MIN", parallel_min)
-        monkeypatch.setattr(ph, "_SERIAL_ITEMS", 0)
-        monkeypatch.setattr(ph, "cores_free_for", lambda threads: True)  # as if no core were busy
+        _large_sessions_from(monkeypatch, parallel_min)
         loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=1.0)
         np.testing.assert_array_equal(loss, [0.0])
         np.testing.assert_array_equal(unit, np.zeros(n))

@@ -59,6 +59,7 @@ import numpy.typing as npt
 
 from pairloss._backends import HAS_TRITON, cores_free_for, parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON, describe_values
+from pairloss.ops.pair_loops import integer_grades
 from pairloss.ops.pair_loops_cuda import (
     HINGE,
     check_loss_grad,
@@ -876,15 +877,10 @@ def _sessions_loop(x, bits, lab, offsets, sessions, margin, n_chunks, pairs, sum
             _to_unit(d, lo, hi, pairs[s])
 
 
-@numba.njit(cache=True, nogil=True)
-def _all_grades(lab):  # pragma: no cover - compiled
-    """Whether every label is an integer in [0, _GRADES), as _integer_grades decides it (branch-free)."""
-    ok = True
-    for k in range(lab.size):
-        v = lab[k]
-        inside = (v >= 0.0) & (v < _GRADES)
-        ok &= inside & (np.int32(v if inside else 0.0) == v)
-    return ok
+@numba.njit(cache=True, nogil=True, inline="always")
+def _half(n, t):  # pragma: no cover - compiled
+    """Items [lo, hi) of half t (0 or 1) of n: the first n // 2, then the rest."""
+    return t * (n // 2), n // 2 + t * (n - n // 2)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -895,7 +891,7 @@ def _integer_grades_halves(lab, grade):  # pragma: no cover - compiled
     oks = np.zeros(2, np.bool_)
     used = np.zeros(2, np.int64)
     for t in numba.prange(2):
-        lo, hi = t * (n // 2), n // 2 + t * (n - n // 2)
+        lo, hi = _half(n, t)
         oks[t], used[t], _ = _integer_grades(lab[lo:hi], grade[lo:hi], counts[t])
     if not (oks[0] and oks[1]):
         return False, 0, 0
@@ -931,7 +927,8 @@ def _radix_argsort32_halves(bits, values, keys, idx, buf):  # pragma: no cover -
     mid = n // 2
     hists = np.empty((2, 4, 256), np.int64)
     for t in numba.prange(2):
-        _pack32(bits, buf[0], t * mid, mid + t * (n - mid), hists[t])
+        lo, hi = _half(n, t)
+        _pack32(bits, buf[0], lo, hi, hists[t])
     moves = np.zeros(4, np.bool_)
     for p in range(4):
         b = (buf[0, 0] >> np.uint64(32 + 8 * p)) & _BYTE
@@ -959,12 +956,14 @@ def _radix_argsort32_halves(bits, values, keys, idx, buf):  # pragma: no cover -
         next_shift = np.uint64(32 + 8 * (q if q < 4 else 0))
         next_counts[:, :] = 0
         for t in numba.prange(2):
-            _scatter_pass(buf[cur], buf[1 - cur], t * mid, mid + t * (n - mid), np.uint64(32 + 8 * p), starts[t],
-                          next_shift, mid, next_counts[t])
+            lo, hi = _half(n, t)
+            _scatter_pass(buf[cur], buf[1 - cur], lo, hi, np.uint64(32 + 8 * p), starts[t], next_shift, mid,
+                          next_counts[t])
         cur = 1 - cur
         counted = True
     for t in numba.prange(2):
-        for k in range(t * mid, mid + t * (n - mid)):
+        lo, hi = _half(n, t)
+        for k in range(lo, hi):
             i = np.int32(buf[cur, k] & _LOW32)
             idx[k] = i
             keys[k] = values[i]
@@ -988,7 +987,7 @@ def _table_sweeps_halves(xs, order, lab, n_groups, margin, rks, table, above, be
     below_end = np.arange(w, dtype=np.int32)
     above_start = below_end + 1
     for t in numba.prange(2):
-        lo, hi = t * (n // 2), n // 2 + t * (n - n // 2)
+        lo, hi = _half(n, t)
         _gather_grades(order[lo:hi], lab, rks[lo:hi])
     # thread 0 writes rows 1 .. m - 1 (w counts an item), thread 1 counts the first m items and writes rows
     # m .. n: m balances the two when a count costs about one row entry
@@ -1008,8 +1007,8 @@ def _table_sweeps_halves(xs, order, lab, n_groups, margin, rks, table, above, be
             _prefix_rows(rks, w, table, m, n)
     active = np.zeros(2, np.int64)
     for t in numba.prange(2):
-        active[t] = _sweep_range(xs, rks, w, below_end, above_start, margin, table, above, below, t * (n // 2),
-                                 n // 2 + t * (n - n // 2))
+        lo, hi = _half(n, t)
+        active[t] = _sweep_range(xs, rks, w, below_end, above_start, margin, table, above, below, lo, hi)
     return active[0] + active[1]
 
 
@@ -1141,7 +1140,7 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
         spread = parallel and bool(big.any()) and cores_free_for(threads)
         for s in np.flatnonzero(big):
             lo, hi = int(offsets[s]), int(offsets[s + 1])
-            graded = _all_grades(lab[lo:hi])
+            graded, _ = integer_grades(lab, lo, hi, _GRADES)
             if not (spread or graded) or (graded and hi - lo < _GRADED_PARALLEL_MIN):
                 big[s] = False  # with the other sessions (a graded one: on one thread its table sweep is as fast)
                 continue
