@@ -80,8 +80,8 @@ def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """Sessions on both sides of the pair-loop/sorting switch, with duplicate scores and exact hinge hits."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n_sessions = draw(st.integers(0, 6))
-    lengths = rng.choice(np.array([0, 1, 2, 10, ph._GRADED_MIN - 1, ph._GRADED_MIN, ph._DIRECT_MAX, ph._ROWS_MAX,
-                                   ph._ROWS_MAX + 1, 300]), size=n_sessions)
+    lengths = rng.choice(np.array([0, 1, 2, 10, ph._DIRECT_MAX, ph._LANES_MAX,
+                                   ph._LANES_MAX + 1, ph._ROWS_MAX, ph._ROWS_MAX + 1, 300]), size=n_sessions)
     n = int(lengths.sum())
     kind = draw(st.sampled_from(["grid", "normal", "wide"]))
     if kind == "grid":  # scores on a grid of 1/4: ties in score and s_hi - s_lo == margin all over
@@ -140,6 +140,68 @@ def test_dtypes_round_once_from_float64(dtype: type) -> None:
     np.testing.assert_allclose(out, ph.reference_forward(scores, labels, lengths, margin=1.0), rtol=1e-3)
     np.testing.assert_allclose(grad, ph.reference_gradient(scores, labels, g, lengths, margin=1.0), rtol=1e-3,
                                atol=1e-12)
+
+
+def _small_sessions(rng: np.random.Generator, label_kind: str, scores_kind: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions of the side-by-side path in shuffled order: one size in more than two blocks of _LANES
+    (the last one partial), every other size up to _LANES_MAX + 1 a few times, empty and one-item ones."""
+    lengths = np.concatenate([np.full(2 * ph._LANES + 7, 10), rng.integers(0, ph._LANES_MAX + 2, 150)])
+    lengths = rng.permutation(lengths)
+    n = int(lengths.sum())
+    if scores_kind == "grid":  # equal scores and h == 0 exactly
+        scores = rng.integers(-8, 9, n) / 4.0
+    elif scores_kind == "huge":  # differences that overflow to +-inf: h = +inf (active) or -inf
+        scores = rng.choice([-1.5e308, -1.0, 0.0, 1.0, 1.5e308], n)
+    else:
+        scores = rng.standard_normal(n)
+    if label_kind == "grades":
+        labels = rng.integers(0, 5, n).astype(np.float64)
+    elif label_kind == "continuous":
+        labels = rng.standard_normal(n)
+    else:  # distinct labels closer than 2^-23, and exactly 2^-23 apart
+        labels = rng.integers(0, 2, n) + rng.choice([0.0, 2.0**-25, 2.0**-23], size=n)
+    return scores, labels, lengths
+
+
+@pytest.mark.parametrize("scores_kind", ["grid", "normal", "huge"])
+@pytest.mark.parametrize("label_kind", ["grades", "continuous", "near_ties"])
+def test_small_sessions_side_by_side_match_reference_and_separate_calls(label_kind: str, scores_kind: str) -> None:
+    rng = np.random.default_rng(17)
+    scores, labels, lengths = _small_sessions(rng, label_kind, scores_kind)
+    g = rng.standard_normal(lengths.size)
+    out = ph.forward_cpu(scores, labels, lengths, margin=1.0)
+    grad = ph.gradient_cpu(scores, labels, g, lengths, margin=1.0)
+    np.testing.assert_allclose(out, ph.reference_forward(scores, labels, lengths, margin=1.0), rtol=1e-12,
+                               atol=1e-15)
+    np.testing.assert_allclose(grad, ph.reference_gradient(scores, labels, g, lengths, margin=1.0), rtol=1e-12,
+                               atol=1e-15)
+    # a session's lane does the same arithmetic in the same order whatever shares its block
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for s in rng.choice(lengths.size, 12, replace=False):
+        part = slice(starts[s], starts[s + 1])
+        np.testing.assert_array_equal(ph.forward_cpu(scores[part], labels[part], margin=1.0), out[s:s + 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=["f16", "f32", "f64"])
+def test_small_sessions_on_threads_are_the_serial_loop_bit_for_bit(dtype: type) -> None:
+    rng = np.random.default_rng(23)
+    scores, labels, lengths = _small_sessions(rng, "grades", "normal")
+    scores = np.tile(scores, 8).astype(dtype)  # past _SERIAL_ITEMS: the call goes to the threads
+    labels, lengths = np.tile(labels, 8), np.tile(lengths, 8)
+    assert scores.size >= ph._SERIAL_ITEMS
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            results.append(ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=1.0))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(results[0][0], ph.reference_forward(scores, labels, lengths, margin=1.0),
+                               rtol=1e-3 if dtype == np.float16 else 1e-6)
 
 
 def _large_sessions_from(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
@@ -318,7 +380,7 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
 
 
 @pytest.mark.parametrize("label_step", [1.0, 0.5], ids=["grades", "fractional"])
-@pytest.mark.parametrize("n", [2, 10, ph._GRADED_MIN + 6, 100, ph._ROWS_MAX + 44, 5000])
+@pytest.mark.parametrize("n", [2, 10, ph._LANES_MAX + 6, 100, ph._ROWS_MAX + 44, 5000])
 def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_step: float,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # float32 scores reach the kernels as float32: every path must take x_hi - x_lo in float64, as the
@@ -410,6 +472,24 @@ def test_gradient_has_no_nan_for_scores_of_1e30() -> None:
     np.testing.assert_allclose(g, ph.reference_gradient(scores, labels, np.ones(1), margin=1.0), rtol=1e-12)
     np.testing.assert_allclose(pairloss.pairwise_hinge_loss(scores, labels),
                                ph.reference_forward(scores, labels, margin=1.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("label_kind", ["grades", "continuous"])
+@pytest.mark.parametrize("n", [10, 100, 600])
+def test_scores_near_the_float64_limit_give_the_reference_not_nan(n: int, label_kind: str) -> None:
+    # h = margin - (x_hi - x_lo) overflows to +inf for an active pair 3e308 apart: the loss is +inf, as
+    # the reference's, and the sessions without such a pair stay finite
+    rng = np.random.default_rng(n)
+    scores = np.concatenate([rng.choice([-1.5e308, -1.0, 0.0, 1.0, 1.5e308], n), rng.choice([-1e307, 1e307], n)])
+    labels = rng.integers(0, 4, 2 * n) if label_kind == "grades" else rng.standard_normal(2 * n)
+    lengths = np.array([n, n])
+    out = ph.forward_cpu(scores, labels, lengths, margin=1.0)
+    ref = ph.reference_forward(scores, labels, lengths, margin=1.0)
+    assert out[0] == ref[0] == np.inf
+    np.testing.assert_allclose(out[1], ref[1], rtol=1e-12)
+    g = np.ones(2)
+    np.testing.assert_allclose(ph.gradient_cpu(scores, labels, g, lengths, margin=1.0),
+                               ph.reference_gradient(scores, labels, g, lengths, margin=1.0), rtol=1e-12)
 
 
 def test_lengths_split_equals_separate_calls() -> None:

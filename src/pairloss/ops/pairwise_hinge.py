@@ -31,8 +31,12 @@ Fenwick-tree sweeps, for every item, its active partners below and above it in l
   with a count per grade instead of a label sort, and each item's partners in a run of the score order
   are counted from a table of per-grade prefix counts (two reads) instead of a Fenwick tree, with run
   ends that move by counting ``_WINDOW`` monotone tests at a time (branch-free);
-- a session of at most ``_ROWS_MAX`` items (256) is computed pair by pair instead, :math:`O(n^2)`, which
-  beats sorting up to that size: with integer grades (from ``_GRADED_MIN`` items) in grade order, where
+- sessions of 2 to ``_LANES_MAX`` items (40) are computed pair by pair *side by side*: grouped by size,
+  ``_LANES`` of them at a time are laid out as the columns of small blocks, so that one vector operation
+  does pair (i, j) of every session of the block (a 10-item session's rows, of 1 to 9 partners, would
+  leave the vector lanes mostly idle);
+- a larger session of at most ``_ROWS_MAX`` items (256) is computed pair by pair instead, :math:`O(n^2)`, which
+  beats sorting up to that size: with integer grades in grade order, where
   an item's lower-graded partners are one contiguous prefix, so the vectorised inner loop visits only
   discordant pairs and is a subtraction, a comparison and two additions; other finite labels in a
   branch-free row loop over every pair with the tie test inside. The activity test and the pair count
@@ -247,7 +251,6 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
 # is skipped.
 _DIRECT_MAX = 48  # below this size no sorting scratch is made (the pair rows serve every session up to _ROWS_MAX)
 _ROWS_MAX = 256  # up to this size the vectorised pair rows beat sorting (1.0 ns/pair; crossover ~250 on Zen 1)
-_GRADED_MIN = 24  # from this size, integer grades take the grade-ordered rows (below it their set-up costs more)
 _GRADES = 32  # labels that are integers in [0, _GRADES) are grouped by value, without a label sort
 _COUNTED_BY_COMPARISON = 8  # up to this many grades _integer_grades counts each grade by comparisons
 _WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
@@ -259,6 +262,10 @@ _PARALLEL_MIN = 1 << 15
 # 200,000 1.07-1.27x, 1e6 1.02-1.43x (this VM's neighbours move such ratios by 0.2 from run to run)
 _GRADED_PARALLEL_MIN = 1 << 17
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
+_LANES_MAX = 40  # sessions of 2 .. this many items go side by side (_lane_block); at 48 graded rows win
+_LANES = 64  # sessions per side-by-side block: its three (_LANES_MAX, _LANES) float64 blocks take 60 KiB
+_INV_FLT_EPSILON = 1.0 / FLT_EPSILON
+_TWO_TO_64, _TWO_TO_MINUS_64 = 2.0**64, 2.0**-64
 _SIGN = np.uint64(1 << 63)
 _BYTE = np.uint64(255)
 
@@ -320,6 +327,96 @@ def _row_session(x, lab, lo, hi, margin, d):  # pragma: no cover - compiled
         total += row_total
         count += row_count
     return int(count), total
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+def _lane_pairs(xt, lt, dt, tot, cnt, n, b, margin):  # pragma: no cover - compiled
+    """Every pair of ``b`` sessions of ``n`` items at once: column k of the (n, >= b) blocks is session k.
+
+    The inner loop runs across sessions, so a pair (i, j) is one full-width vector operation for every
+    session of the block: a tiny session's rows (1 .. n - 1 partners) would leave the vector lanes
+    mostly idle. The pair rule, the float64 activity test and the select are _row_session's. tot[k]: the
+    loss sum, cnt[k]: the discordant pairs, dt[i, k]: the net active counts of item i.
+    """
+    for k in range(b):
+        tot[k] = 0.0
+        cnt[k] = 0.0
+    for i in range(n):
+        for k in range(b):
+            dt[i, k] = 0.0
+    for i in range(1, n):
+        xi, li, di = xt[i], lt[i], dt[i]
+        for j in range(i):
+            xj, lj, dj = xt[j], lt[j], dt[j]
+            for k in range(b):
+                dl = li[k] - lj[k]
+                sign = 1.0 if dl > 0.0 else -1.0
+                h = margin - (xi[k] - xj[k]) * sign
+                counted = abs(dl) >= FLT_EPSILON
+                active = counted & (h >= 0.0)
+                tot[k] += h if active else 0.0
+                # 1 or 0 without a select, which LLVM turns into a masked store (microcoded on AMD):
+                # |dl| >= 2^-23 exactly when |dl| * 2^23 >= 1 (a power of two scales exactly)
+                cnt[k] += np.floor(min(abs(dl) * _INV_FLT_EPSILON, 1.0))
+                t = sign if active else 0.0
+                di[k] -= t
+                dj[k] += t
+
+
+@numba.njit(cache=True, nogil=True)
+def _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pairs, sums,
+                d):  # pragma: no cover - compiled
+    """The sessions ``block`` (each of ``n`` items) side by side: gathered into columns, _lane_pairs,
+    and pairs[s], sums[s] and d (the gradient for Y_grad = 1) written back. ``los``: _LANES of scratch."""
+    b = block.size
+    for k in range(b):
+        los[k] = offsets[block[k]]
+    # item by item across the block: each row of the columns is written in one contiguous sweep
+    for i in range(n):
+        xi, li = xt[i], lt[i]
+        for k in range(b):
+            xi[k] = np.float64(x[los[k] + i])  # float32 scores: float64 differences, as the reference's
+            li[k] = lab[los[k] + i]
+    _lane_pairs(xt, lt, dt, tot, cnt, n, b, margin)
+    for k in range(b):
+        s = block[k]
+        p = cnt[k]
+        pairs[s] = np.int64(p)
+        sums[s] = tot[k]
+        tot[k] = 1.0 / p if p > 0.0 else 0.0  # no pair: every count is 0
+    for i in range(n):
+        di = dt[i]
+        for k in range(b):
+            d[los[k] + i] = di[k] * tot[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _lane_sessions(x, lab, offsets, sessions, first, last, margin, pairs, sums, d):  # pragma: no cover
+    """The sessions of 2 .. _LANES_MAX items among sessions[first:last], grouped by size and done
+    _LANES at a time (_lane_block). Returns whether there were any."""
+    by_size = np.zeros(_LANES_MAX + 2, np.int64)
+    for t in range(first, last):
+        n = offsets[sessions[t] + 1] - offsets[sessions[t]]
+        if 2 <= n <= _LANES_MAX:
+            by_size[n + 1] += 1
+    if by_size.sum() == 0:
+        return
+    for n in range(1, _LANES_MAX + 2):
+        by_size[n] += by_size[n - 1]
+    grouped = np.empty(by_size[_LANES_MAX + 1], np.int64)
+    fill = by_size.copy()
+    for t in range(first, last):
+        s = sessions[t]
+        n = offsets[s + 1] - offsets[s]
+        if 2 <= n <= _LANES_MAX:
+            grouped[fill[n]] = s
+            fill[n] += 1
+    xt, lt, dt = np.empty((_LANES_MAX, _LANES)), np.empty((_LANES_MAX, _LANES)), np.empty((_LANES_MAX, _LANES))
+    tot, cnt, los = np.empty(_LANES), np.empty(_LANES), np.empty(_LANES, np.int64)
+    for n in range(2, _LANES_MAX + 1):
+        for start in range(by_size[n], by_size[n + 1], _LANES):
+            block = grouped[start:min(start + _LANES, by_size[n + 1])]
+            _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pairs, sums, d)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -418,15 +515,17 @@ def _lower_grade_rows(xs, lim, margin, ds):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _place_and_sum(net, xs, order, center, base, d):  # pragma: no cover - compiled
-    """d[order[p]] = net[p] and base + sum_p net[p] (xs[p] - center), compensated (TwoSum).
+def _place_and_scaled_sum(net, xs, order, center, base, d, scale):  # pragma: no cover - compiled
+    """d[order[p]] = net[p] and (base + sum_p net[p] (xs[p] - center)) * scale, compensated (TwoSum);
+    ``scale`` a power of two, applied to every score and to ``base`` (exactly, unless a term underflows).
 
     The sum runs as four independent compensated chains (the four quarters of the places), joined at the
     end: one chain's four dependent additions a term had bound the loop.
     """
     n = net.size
     m = n // 4
-    t0, c0, t1, c1, t2, c2, t3, c3 = base, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    c = center * scale
+    t0, c0, t1, c1, t2, c2, t3, c3 = base * scale, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for p in range(m):
         q1, q2, q3 = p + m, p + 2 * m, p + 3 * m
         n0, n1, n2, n3 = np.float64(net[p]), np.float64(net[q1]), np.float64(net[q2]), np.float64(net[q3])
@@ -434,18 +533,32 @@ def _place_and_sum(net, xs, order, center, base, d):  # pragma: no cover - compi
         d[order[q1]] = n1
         d[order[q2]] = n2
         d[order[q3]] = n3
-        t0, c0 = _two_sum(t0, c0, n0 * (xs[p] - center))
-        t1, c1 = _two_sum(t1, c1, n1 * (xs[q1] - center))
-        t2, c2 = _two_sum(t2, c2, n2 * (xs[q2] - center))
-        t3, c3 = _two_sum(t3, c3, n3 * (xs[q3] - center))
+        t0, c0 = _two_sum(t0, c0, n0 * (xs[p] * scale - c))
+        t1, c1 = _two_sum(t1, c1, n1 * (xs[q1] * scale - c))
+        t2, c2 = _two_sum(t2, c2, n2 * (xs[q2] * scale - c))
+        t3, c3 = _two_sum(t3, c3, n3 * (xs[q3] * scale - c))
     for p in range(4 * m, n):
         n3 = np.float64(net[p])
         d[order[p]] = n3
-        t3, c3 = _two_sum(t3, c3, n3 * (xs[p] - center))
+        t3, c3 = _two_sum(t3, c3, n3 * (xs[p] * scale - c))
     t0, c0 = _two_sum(t0, c0, t1)
     t2, c2 = _two_sum(t2, c2, t3)
     t0, c0 = _two_sum(t0, c0, t2)
     return t0 + ((c0 + c1) + (c2 + c3))
+
+
+@numba.njit(cache=True, nogil=True)
+def _place_and_sum(net, xs, order, center, base, d):  # pragma: no cover - compiled
+    """d[order[p]] = net[p] and base + sum_p net[p] (xs[p] - center), compensated.
+
+    With scores near the float64 limit a term can overflow where the loss does not, and +inf and -inf
+    terms would make it NaN; the sum is then redone with every term scaled by 2^-64, which cannot
+    overflow (|net| < 2^31), and scaled back: +inf exactly when the loss overflows, as the reference.
+    """
+    total = _place_and_scaled_sum(net, xs, order, center, base, d, 1.0)
+    if not np.isfinite(total):
+        total = _place_and_scaled_sum(net, xs, order, center, base, d, _TWO_TO_MINUS_64) * _TWO_TO_64
+    return total
 
 
 @numba.njit(cache=True, nogil=True)
@@ -853,12 +966,15 @@ def _sessions_loop(x, bits, lab, offsets, sessions, margin, n_chunks, pairs, sum
         counts, grade_first = np.empty(_GRADES, np.int64), np.empty(_GRADES, np.int64)
         net = np.empty(min(longest, _ROWS_MAX), np.int64)
         pbuf = np.empty(longest if bits.size and longest > _DIRECT_MAX else 0, np.uint64)
+        _lane_sessions(x, lab, offsets, sessions, first, last, margin, pairs, sums, d)
         for t in range(first, last):
             s = sessions[t]
             lo, hi = offsets[s], offsets[s + 1]
             n = hi - lo
+            if 2 <= n <= _LANES_MAX:
+                continue
             ok = False
-            if _GRADED_MIN <= n <= _ROWS_MAX:
+            if _LANES_MAX < n <= _ROWS_MAX:
                 ok, pairs[s], sums[s] = _graded_rows_session(
                     x[lo:hi], lab[lo:hi], margin, d[lo:hi], rank[:n], counts, grade_first, idx[:n], keys[:n],
                     ibuf[:n], net[:n])
