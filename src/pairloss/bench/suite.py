@@ -150,6 +150,28 @@ def _pairloss_ops(op: str, scores: np.ndarray, labels: np.ndarray, op_args: tupl
     return step
 
 
+def _pairloss_kernel(op: str, scores: np.ndarray, labels: np.ndarray, op_args: tuple[tuple[str, Any], ...] = ()
+                     ) -> Callable[[], tuple[Any, Any]] | None:
+    """The fused CPU kernel the torch front end calls (loss and gradient in one pass, NumPy in and out, no
+    autograd): the front end's time less its fixed cost per call. None when the op has no fused kernel."""
+    from pairloss import registry
+
+    fused = registry.fused_gradient(op)
+    if fused is None:
+        return None
+    kw = dict(op_args)
+    x = scores.reshape(-1)
+    lab = labels.reshape(-1)
+    lens = np.full(scores.shape[0], scores.shape[1], np.int64)
+    ones = np.ones(scores.shape[0], scores.dtype)
+
+    def step() -> tuple[Any, Any]:
+        value, saved = fused.forward(x, lab, lens, **kw)
+        return value, fused.backward(saved, ones, x, lab, lens)
+
+    return step
+
+
 @contextlib.contextmanager
 def _numba_threads(n: int) -> Iterator[None]:
     before = numba.get_num_threads()
@@ -254,6 +276,10 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
         fns: dict[str, Callable[[], Any]] = {"pairloss": _pairloss_torch(spec, fn, scores, labels),
                                              "pairloss ops": _pairloss_ops(op, scores, labels, spec.op_args)}
         items = {"pairloss": scores.size, "pairloss ops": scores.size}
+        kernel = _pairloss_kernel(op, scores, labels, spec.op_args)
+        if kernel is not None:
+            fns["pairloss kernel"] = kernel
+            items["pairloss kernel"] = scores.size
         info: dict[str, dict[str, str]] = {}
         for peer in available:
             if peer.max_n is not None and n > peer.max_n:
@@ -292,6 +318,10 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
         rows.append(BenchRow(spec.section, case, ours.median, "pairloss ops (forward op + gradient op)",
                              times["pairloss ops"].median, dict(base_notes), ours.mean, times["pairloss ops"].mean,
                              kind="variant"))
+        if "pairloss kernel" in times:
+            rows.append(BenchRow(spec.section, case, ours.median, "pairloss kernel (the fused call alone, no torch)",
+                                 times["pairloss kernel"].median, dict(base_notes), ours.mean,
+                                 times["pairloss kernel"].mean, kind="variant"))
         for peer in available:
             if peer.key not in times:
                 continue
@@ -311,6 +341,9 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
     return rows
 
 
+# each against the limits: the torch front end (what a training loop calls), its fused kernel alone (the
+# front end less its fixed cost per call) and the registry's forward op + gradient op
+_OURS = ("pairloss", "pairloss kernel", "pairloss ops")
 _INTERLEAVED_LIMITS = {"float64": np.float64, "float32": np.float32}
 
 
@@ -340,9 +373,12 @@ def _interleaved_limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, 
 
 def _against_pair_limit(spec: LossSpec, case: str, pairs: float, times: dict[str, Stats], label: str,
                         per_pair: Stats) -> list[BenchRow]:
-    """Rows of pairloss and of its registry ops against a per-pair limit scaled to this case's pairs."""
+    """Rows of pairloss, its fused kernel and its registry ops against a per-pair limit scaled to this
+    case's pairs."""
     rows = []
-    for who in ("pairloss", "pairloss ops"):
+    for who in _OURS:
+        if who not in times:
+            continue
         st = times[who]
         rows.append(BenchRow(spec.section, case, st.median, label, per_pair.median * pairs,
                              {"limit ns/pair": f"{per_pair.median * 1e9:.2f}",
@@ -365,7 +401,9 @@ def _limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, scores: np.n
     elif spec.limit == "sort":
         lim = limits.hinge_sort_limit(scores, cfg.repeats)
         name, best = min(lim.items(), key=lambda kv: kv[1].median)
-        for who in ("pairloss", "pairloss ops"):
+        for who in _OURS:
+            if who not in times:
+                continue
             st = times[who]
             rows.append(BenchRow(spec.section, case, st.median, f"sort limit ({name})", best.median * scores.size,
                                  {"limit ns/item": f"{best.median * 1e9:.1f}",
