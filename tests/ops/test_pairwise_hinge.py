@@ -80,8 +80,10 @@ def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """Sessions on both sides of the pair-loop/sorting switch, with duplicate scores and exact hinge hits."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n_sessions = draw(st.integers(0, 6))
-    lengths = rng.choice(np.array([0, 1, 2, 10, ph._DIRECT_MAX, ph._LANES_MAX,
+    lengths = rng.choice(np.array([0, 1, 2, 10, ph._GRADED_MIN - 1, ph._GRADED_MIN, ph._DIRECT_MAX, ph._LANES_MAX,
                                    ph._LANES_MAX + 1, ph._ROWS_MAX, ph._ROWS_MAX + 1, 300]), size=n_sessions)
+    if draw(st.booleans()):  # every size _LANES_MIN times: the small ones go side by side
+        lengths = np.repeat(lengths, ph._LANES_MIN)
     n = int(lengths.sum())
     kind = draw(st.sampled_from(["grid", "normal", "wide"]))
     if kind == "grid":  # scores on a grid of 1/4: ties in score and s_hi - s_lo == margin all over
@@ -109,7 +111,7 @@ def hinge_cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     else:
         labels = np.full(n, 3.0)
     margin = draw(st.sampled_from([1.0, 0.5, 0.25, 0.0, -0.5]))
-    loss_grad = rng.standard_normal(n_sessions)
+    loss_grad = rng.standard_normal(lengths.size)
     return scores, labels, lengths.astype(np.int64), loss_grad, margin
 
 
@@ -144,9 +146,13 @@ def test_dtypes_round_once_from_float64(dtype: type) -> None:
 
 def _small_sessions(rng: np.random.Generator, label_kind: str, scores_kind: str
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sessions of the side-by-side path in shuffled order: one size in more than two blocks of _LANES
-    (the last one partial), every other size up to _LANES_MAX + 1 a few times, empty and one-item ones."""
-    lengths = np.concatenate([np.full(2 * ph._LANES + 7, 10), rng.integers(0, ph._LANES_MAX + 2, 150)])
+    """Sessions on both sides of the side-by-side path's rules, in shuffled order: one size in more than two
+    blocks of _LANES (the last one partial), _LANES_MIN sessions of _LANES_MAX and of _GRADED_MIN items
+    (side by side), _LANES_MIN - 1 of 7 items (rows), and every size up to _LANES_MAX + 1 a few times,
+    empty and one-item sessions among them."""
+    lengths = np.concatenate([np.full(2 * ph._LANES + 7, 10), np.full(ph._LANES_MIN, ph._LANES_MAX),
+                              np.full(ph._LANES_MIN, ph._GRADED_MIN), np.full(ph._LANES_MIN - 1, 7),
+                              rng.choice(np.setdiff1d(np.arange(ph._LANES_MAX + 2), [7]), 150)])
     lengths = rng.permutation(lengths)
     n = int(lengths.sum())
     if scores_kind == "grid":  # equal scores and h == 0 exactly
@@ -176,11 +182,18 @@ def test_small_sessions_side_by_side_match_reference_and_separate_calls(label_ki
                                atol=1e-15)
     np.testing.assert_allclose(grad, ph.reference_gradient(scores, labels, g, lengths, margin=1.0), rtol=1e-12,
                                atol=1e-15)
+    grouped, _, rest = ph._lane_groups(lengths, np.zeros(lengths.size, np.bool_))
+    assert np.array_equal(np.sort(np.concatenate([grouped, rest])), np.arange(lengths.size))
+    laned = np.isin(np.arange(lengths.size), grouped)
+    assert laned[np.isin(lengths, [10, ph._LANES_MAX, ph._GRADED_MIN])].all() and not laned[lengths == 7].any()
     # a session's lane does the same arithmetic in the same order whatever shares its block
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    for s in rng.choice(lengths.size, 12, replace=False):
+    laned = np.flatnonzero(lengths == 10)
+    for s in rng.choice(laned, 12, replace=False):
         part = slice(starts[s], starts[s + 1])
-        np.testing.assert_array_equal(ph.forward_cpu(scores[part], labels[part], margin=1.0), out[s:s + 1])
+        alone = np.tile(scores[part], ph._LANES_MIN), np.tile(labels[part], ph._LANES_MIN)
+        np.testing.assert_array_equal(ph.forward_cpu(*alone, np.full(ph._LANES_MIN, 10), margin=1.0),
+                                      np.full(ph._LANES_MIN, out[s]))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=["f16", "f32", "f64"])
@@ -380,7 +393,7 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
 
 
 @pytest.mark.parametrize("label_step", [1.0, 0.5], ids=["grades", "fractional"])
-@pytest.mark.parametrize("n", [2, 10, ph._LANES_MAX + 6, 100, ph._ROWS_MAX + 44, 5000])
+@pytest.mark.parametrize("n", [2, 10, ph._GRADED_MIN + 6, 100, ph._ROWS_MAX + 44, 5000])
 def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_step: float,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # float32 scores reach the kernels as float32: every path must take x_hi - x_lo in float64, as the

@@ -31,12 +31,12 @@ Fenwick-tree sweeps, for every item, its active partners below and above it in l
   with a count per grade instead of a label sort, and each item's partners in a run of the score order
   are counted from a table of per-grade prefix counts (two reads) instead of a Fenwick tree, with run
   ends that move by counting ``_WINDOW`` monotone tests at a time (branch-free);
-- sessions of 2 to ``_LANES_MAX`` items (40) are computed pair by pair *side by side*: grouped by size,
-  ``_LANES`` of them at a time are laid out as the columns of small blocks, so that one vector operation
-  does pair (i, j) of every session of the block (a 10-item session's rows, of 1 to 9 partners, would
-  leave the vector lanes mostly idle);
-- a larger session of at most ``_ROWS_MAX`` items (256) is computed pair by pair instead, :math:`O(n^2)`, which
-  beats sorting up to that size: with integer grades in grade order, where
+- sessions of 2 to ``_LANES_MAX`` items (40) are computed pair by pair *side by side* when the call holds
+  at least ``_LANES_MIN`` sessions of their size: grouped by size, ``_LANES`` of them at a time are laid
+  out as the columns of small blocks, so that one vector operation does pair (i, j) of every session of
+  the block (a 10-item session's rows, of 1 to 9 partners, would leave the vector lanes mostly idle);
+- any other session of at most ``_ROWS_MAX`` items (256) is computed pair by pair instead, :math:`O(n^2)`, which
+  beats sorting up to that size: with integer grades (from ``_GRADED_MIN`` items) in grade order, where
   an item's lower-graded partners are one contiguous prefix, so the vectorised inner loop visits only
   discordant pairs and is a subtraction, a comparison and two additions; other finite labels in a
   branch-free row loop over every pair with the tie test inside. The activity test and the pair count
@@ -262,7 +262,10 @@ _PARALLEL_MIN = 1 << 15
 # 200,000 1.07-1.27x, 1e6 1.02-1.43x (this VM's neighbours move such ratios by 0.2 from run to run)
 _GRADED_PARALLEL_MIN = 1 << 17
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
+_GRADED_MIN = 24  # from this size, integer grades take the grade-ordered rows (below it their set-up costs more)
 _LANES_MAX = 40  # sessions of 2 .. this many items go side by side (_lane_block); at 48 graded rows win
+_LANES_MIN = 8  # ... when at least this many sessions of the call have that size (4 of 40 items: rows win)
+_LANE_STEP = 16  # ... and a partial block is padded to a multiple of this many sessions
 _LANES = 64  # sessions per side-by-side block: its three (_LANES_MAX, _LANES) float64 blocks take 60 KiB
 _INV_FLT_EPSILON = 1.0 / FLT_EPSILON
 _TWO_TO_64, _TWO_TO_MINUS_64 = 2.0**64, 2.0**-64
@@ -369,6 +372,7 @@ def _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pa
     """The sessions ``block`` (each of ``n`` items) side by side: gathered into columns, _lane_pairs,
     and pairs[s], sums[s] and d (the gradient for Y_grad = 1) written back. ``los``: _LANES of scratch."""
     b = block.size
+    width = min(_LANES, (b + _LANE_STEP - 1) // _LANE_STEP * _LANE_STEP)
     for k in range(b):
         los[k] = offsets[block[k]]
     # item by item across the block: each row of the columns is written in one contiguous sweep
@@ -377,7 +381,13 @@ def _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pa
         for k in range(b):
             xi[k] = np.float64(x[los[k] + i])  # float32 scores: float64 differences, as the reference's
             li[k] = lab[los[k] + i]
-    _lane_pairs(xt, lt, dt, tot, cnt, n, b, margin)
+        # a partial block is padded with sessions of tied labels (no pair) to a multiple of _LANE_STEP:
+        # the vector loop takes 16 lanes a step (AVX2), and the rest would run in its scalar remainder
+        # (12 sessions of 40 items: 1.6x slower than 16)
+        for k in range(b, width):
+            xi[k] = 0.0
+            li[k] = 0.0
+    _lane_pairs(xt, lt, dt, tot, cnt, n, width, margin)
     for k in range(b):
         s = block[k]
         p = cnt[k]
@@ -391,31 +401,54 @@ def _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pa
 
 
 @numba.njit(cache=True, nogil=True)
-def _lane_sessions(x, lab, offsets, sessions, first, last, margin, pairs, sums, d):  # pragma: no cover
-    """The sessions of 2 .. _LANES_MAX items among sessions[first:last], grouped by size and done
-    _LANES at a time (_lane_block). Returns whether there were any."""
+def _lane_groups(lens, big):  # pragma: no cover - compiled
+    """The sessions that go side by side, grouped by size: (their ids, ordered by size; the bounds of their
+    blocks in that order, each block at most _LANES sessions of one size; the other sessions that are not
+    ``big``, in order). A size takes the lanes only when at least _LANES_MIN sessions have it (fewer would
+    leave the lanes idle: a mini-batch of mixed sizes stays with the rows)."""
     by_size = np.zeros(_LANES_MAX + 2, np.int64)
-    for t in range(first, last):
-        n = offsets[sessions[t] + 1] - offsets[sessions[t]]
-        if 2 <= n <= _LANES_MAX:
-            by_size[n + 1] += 1
-    if by_size.sum() == 0:
-        return
+    for s in range(lens.size):
+        if 2 <= lens[s] <= _LANES_MAX:
+            by_size[lens[s] + 1] += 1
+    n_blocks = 0
+    for n in range(2, _LANES_MAX + 1):
+        if by_size[n + 1] < _LANES_MIN:
+            by_size[n + 1] = 0
+        n_blocks += (by_size[n + 1] + _LANES - 1) // _LANES
     for n in range(1, _LANES_MAX + 2):
         by_size[n] += by_size[n - 1]
     grouped = np.empty(by_size[_LANES_MAX + 1], np.int64)
+    rest = np.empty(lens.size - grouped.size, np.int64)
     fill = by_size.copy()
-    for t in range(first, last):
-        s = sessions[t]
-        n = offsets[s + 1] - offsets[s]
-        if 2 <= n <= _LANES_MAX:
+    r = 0
+    for s in range(lens.size):
+        n = lens[s]
+        if 2 <= n <= _LANES_MAX and by_size[n + 1] > by_size[n]:
             grouped[fill[n]] = s
             fill[n] += 1
-    xt, lt, dt = np.empty((_LANES_MAX, _LANES)), np.empty((_LANES_MAX, _LANES)), np.empty((_LANES_MAX, _LANES))
-    tot, cnt, los = np.empty(_LANES), np.empty(_LANES), np.empty(_LANES, np.int64)
+        elif not big[s]:
+            rest[r] = s
+            r += 1
+    blocks = np.empty(n_blocks + 1, np.int64)
+    b = 0
     for n in range(2, _LANES_MAX + 1):
         for start in range(by_size[n], by_size[n + 1], _LANES):
-            block = grouped[start:min(start + _LANES, by_size[n + 1])]
+            blocks[b] = start
+            b += 1
+    blocks[n_blocks] = grouped.size
+    return grouped, blocks, rest[:r]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _lane_loop(x, lab, offsets, grouped, blocks, margin, n_chunks, pairs, sums, d):  # pragma: no cover
+    """The blocks of _lane_groups, ``n_chunks`` contiguous runs of them in parallel (_lane_block)."""
+    n_blocks = blocks.size - 1
+    for c in numba.prange(n_chunks):
+        xt, lt, dt = np.empty((_LANES_MAX, _LANES)), np.empty((_LANES_MAX, _LANES)), np.empty((_LANES_MAX, _LANES))
+        tot, cnt, los = np.empty(_LANES), np.empty(_LANES), np.empty(_LANES, np.int64)
+        for b in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
+            block = grouped[blocks[b]:blocks[b + 1]]
+            n = offsets[block[0] + 1] - offsets[block[0]]
             _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pairs, sums, d)
 
 
@@ -514,7 +547,7 @@ def _lower_grade_rows(xs, lim, margin, ds):  # pragma: no cover - compiled
     return active
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _place_and_scaled_sum(net, xs, order, center, base, d, scale):  # pragma: no cover - compiled
     """d[order[p]] = net[p] and (base + sum_p net[p] (xs[p] - center)) * scale, compensated (TwoSum);
     ``scale`` a power of two, applied to every score and to ``base`` (exactly, unless a term underflows).
@@ -966,15 +999,12 @@ def _sessions_loop(x, bits, lab, offsets, sessions, margin, n_chunks, pairs, sum
         counts, grade_first = np.empty(_GRADES, np.int64), np.empty(_GRADES, np.int64)
         net = np.empty(min(longest, _ROWS_MAX), np.int64)
         pbuf = np.empty(longest if bits.size and longest > _DIRECT_MAX else 0, np.uint64)
-        _lane_sessions(x, lab, offsets, sessions, first, last, margin, pairs, sums, d)
         for t in range(first, last):
             s = sessions[t]
             lo, hi = offsets[s], offsets[s + 1]
             n = hi - lo
-            if 2 <= n <= _LANES_MAX:
-                continue
             ok = False
-            if _LANES_MAX < n <= _ROWS_MAX:
+            if _GRADED_MIN <= n <= _ROWS_MAX:
                 ok, pairs[s], sums[s] = _graded_rows_session(
                     x[lo:hi], lab[lo:hi], margin, d[lo:hi], rank[:n], counts, grade_first, idx[:n], keys[:n],
                     ibuf[:n], net[:n])
@@ -1228,6 +1258,7 @@ def _big_session(x, bits, lab, margin, d):  # pragma: no cover - compiled
 
 
 _sessions_loop_serial = serial_twin(_sessions_loop)
+_lane_loop_serial = serial_twin(_lane_loop)
 
 
 def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: float
@@ -1270,7 +1301,11 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
             if not ok:
                 pairs[s], sums[s] = _direct_session(x, lab, lo, hi, margin, d)
             _to_unit(d, lo, hi, pairs[s])
-        rest = np.flatnonzero(~big)
+        grouped, blocks, rest = _lane_groups(lens, big)
+        if grouped.size:
+            n_blocks = blocks.size - 1
+            lanes = _lane_loop if parallel and n_blocks >= 2 else _lane_loop_serial
+            lanes(x, lab, offsets, grouped, blocks, margin, min(n_blocks, 8 * threads), pairs, sums, d)
         if rest.size:
             # a lone session left to the loop (a graded one under _GRADED_PARALLEL_MIN) is serial anyway
             loop = _sessions_loop if parallel and np.count_nonzero(lens[rest] >= 2) >= 2 else _sessions_loop_serial
