@@ -188,8 +188,7 @@ def test_small_sessions_side_by_side_match_reference_and_separate_calls(label_ki
     assert laned[np.isin(lengths, [10, ph._LANES_MAX, ph._GRADED_MIN])].all() and not laned[lengths == 7].any()
     # a session's lane does the same arithmetic in the same order whatever shares its block
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    laned = np.flatnonzero(lengths == 10)
-    for s in rng.choice(laned, 12, replace=False):
+    for s in rng.choice(np.flatnonzero(lengths == 10), 12, replace=False):
         part = slice(starts[s], starts[s + 1])
         alone = np.tile(scores[part], ph._LANES_MIN), np.tile(labels[part], ph._LANES_MIN)
         np.testing.assert_array_equal(ph.forward_cpu(*alone, np.full(ph._LANES_MIN, 10), margin=1.0),

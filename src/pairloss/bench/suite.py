@@ -133,16 +133,20 @@ def _pairloss_torch(spec: LossSpec, fn: Callable[..., Any], scores: np.ndarray, 
     return step
 
 
+def _flat_case(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(flat scores, flat labels, lengths, a Y_grad of ones) of equal-size sessions (sessions, n), as the
+    NumPy kernels take them."""
+    lens = np.full(scores.shape[0], scores.shape[1], np.int64)
+    return scores.reshape(-1), labels.reshape(-1), lens, np.ones(scores.shape[0], scores.dtype)
+
+
 def _pairloss_ops(op: str, scores: np.ndarray, labels: np.ndarray, op_args: tuple[tuple[str, Any], ...] = ()
                   ) -> Callable[[], tuple[Any, Any]]:
     from pairloss import registry
 
     kw = dict(op_args)
     fwd, grad = registry.kernel(op), registry.kernel(op + "Gradient")
-    x = scores.reshape(-1)
-    lab = labels.reshape(-1)
-    lens = np.full(scores.shape[0], scores.shape[1], np.int64)
-    ones = np.ones(scores.shape[0], scores.dtype)
+    x, lab, lens, ones = _flat_case(scores, labels)
 
     def step() -> tuple[Any, Any]:
         return fwd(x, lab, lens, **kw), grad(x, lab, ones, lens, **kw)
@@ -160,10 +164,7 @@ def _pairloss_kernel(op: str, scores: np.ndarray, labels: np.ndarray, op_args: t
     if fused is None:
         return None
     kw = dict(op_args)
-    x = scores.reshape(-1)
-    lab = labels.reshape(-1)
-    lens = np.full(scores.shape[0], scores.shape[1], np.int64)
-    ones = np.ones(scores.shape[0], scores.dtype)
+    x, lab, lens, ones = _flat_case(scores, labels)
 
     def step() -> tuple[Any, Any]:
         value, saved = fused.forward(x, lab, lens, **kw)

@@ -251,6 +251,7 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
 # is skipped.
 _DIRECT_MAX = 48  # below this size no sorting scratch is made (the pair rows serve every session up to _ROWS_MAX)
 _ROWS_MAX = 256  # up to this size the vectorised pair rows beat sorting (1.0 ns/pair; crossover ~250 on Zen 1)
+_GRADED_MIN = 24  # from this size, integer grades take the grade-ordered rows (below it their set-up costs more)
 _GRADES = 32  # labels that are integers in [0, _GRADES) are grouped by value, without a label sort
 _COUNTED_BY_COMPARISON = 8  # up to this many grades _integer_grades counts each grade by comparisons
 _WINDOW = 4  # the sorted sweeps move their pointers by counting this many tests at a time (8: 1.3x slower)
@@ -262,7 +263,6 @@ _PARALLEL_MIN = 1 << 15
 # 200,000 1.07-1.27x, 1e6 1.02-1.43x (this VM's neighbours move such ratios by 0.2 from run to run)
 _GRADED_PARALLEL_MIN = 1 << 17
 _SERIAL_ITEMS = 1 << 13  # below this many items a parallel launch costs more than it saves
-_GRADED_MIN = 24  # from this size, integer grades take the grade-ordered rows (below it their set-up costs more)
 _LANES_MAX = 40  # sessions of 2 .. this many items go side by side (_lane_block); at 48 graded rows win
 _LANES_MIN = 8  # ... when at least this many sessions of the call have that size (4 of 40 items: rows win)
 _LANE_STEP = 16  # ... and a partial block is padded to a multiple of this many sessions
@@ -391,13 +391,10 @@ def _lane_block(x, lab, offsets, block, n, margin, xt, lt, dt, tot, cnt, los, pa
             lt[i, k] = 0.0
     _lane_pairs(xt, lt, dt, tot, cnt, n, width, margin)
     for k in range(b):
-        s = block[k]
-        p = cnt[k]
+        s, lo, p = block[k], los[k], cnt[k]
         pairs[s] = np.int64(p)
         sums[s] = tot[k]
-        tot[k] = 1.0 / p if p > 0.0 else 0.0  # no pair: every count is 0
-    for k in range(b):
-        lo, scale = los[k], tot[k]
+        scale = 1.0 / p if p > 0.0 else 0.0  # no pair: every count is 0
         for i in range(n):
             d[lo + i] = dt[i, k] * scale
 
