@@ -577,3 +577,13 @@ def test_sessions_with_pairs_follows_its_definition(dtype: type, seed: int) -> N
             and np.ptp(labels[a:a + k].astype(np.float64)) >= FLT_EPSILON for a, k in zip(starts, lengths)]
     got = sessions_with_pairs(column, lengths.astype(np.int64))
     assert got.dtype == np.bool_ and got.tolist() == want
+
+
+@pytest.mark.parametrize("lens", [[], [0], [3, 0, 5, 1], list(range(50))])
+def test_session_offsets_are_the_running_sum_from_zero(lens: list[int]) -> None:
+    from pairloss.ops.sessions import session_offsets
+
+    given = np.array(lens, np.int64)
+    offsets = session_offsets(given)
+    assert offsets.dtype == np.int64
+    np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(given)]))

@@ -65,6 +65,7 @@ from pairloss.ops.sessions import (
     prepare_second_order,
     prepare_sessions,
     scale_unit_gradient,
+    session_offsets,
     sigmoid,
     softplus,
     times_session_values,
@@ -374,8 +375,7 @@ _IDEAL_TABLE = 1 << 16  # entries of the (grade, rank) table of ideal DCG terms;
 def _weights_into(scores: np.ndarray, labels64: np.ndarray, lens: np.ndarray, topn: int, gain: str,
                   walk: np.ndarray, gain_out: np.ndarray, discount: np.ndarray, inv_ideal: np.ndarray) -> None:
     """Fill the outputs as :func:`_session_weights` says (input order for an empty ``walk``)."""
-    offsets = np.zeros(lens.size + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
+    offsets = session_offsets(lens)
     level_gain = _level_gains(labels64, gain)
     if level_gain.size:  # graded labels: the kernel takes each item's gain from its grade's
         gains = np.empty(0)

@@ -61,6 +61,7 @@ from numba.extending import overload
 
 from pairloss._backends import parallel_launch, serial_twin
 from pairloss._checks import FLT_EPSILON
+from pairloss.ops.sessions import session_offsets
 
 __all__ = [
     "CHUNK_ITEMS",
@@ -366,8 +367,7 @@ def plan_sessions(flat_scores: np.ndarray, labels64: np.ndarray, lens: np.ndarra
     """The walk of one call. ``full_rows``: the gradient's rows (both triangles) rather than the forward's.
     A call of at most ``DIRECT_PAIRS`` pairs gets a :class:`DirectPlan` whatever the precision."""
     precision = np.dtype(precision)
-    offsets = np.zeros(lens.size + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
+    offsets = session_offsets(lens)
     if int(np.dot(lens, lens)) <= 2 * DIRECT_PAIRS + int(offsets[-1]):  # sum n (n - 1) / 2 <= DIRECT_PAIRS
         return DirectPlan(lens, offsets, np.asarray(flat_scores, dtype=np.float64), labels64)
     # float16 has no Numba arithmetic; float32 and float64 are read as they are
@@ -1101,8 +1101,7 @@ def logistic_second_order(flat_scores: np.ndarray, labels64: np.ndarray, lens: n
 
     H is the Hessian of each session's (weighted) pair sum; the caller scales by Y_grad / pairs.
     """
-    offsets = np.zeros(lens.size + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
+    offsets = session_offsets(lens)
     x = np.ascontiguousarray(flat_scores, dtype=np.float64)
     v = np.ascontiguousarray(direction, dtype=np.float64).reshape(-1)
     visits = int(np.sum(lens * lens))

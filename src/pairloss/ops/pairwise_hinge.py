@@ -78,6 +78,7 @@ from pairloss.ops.sessions import (
     per_session_output,
     prepare_sessions,
     scale_unit_gradient,
+    session_offsets,
     times_session_values,
 )
 from pairloss.registry import (
@@ -405,10 +406,13 @@ def _lane_groups(lens, big):  # pragma: no cover - compiled
     blocks in that order, each block at most _LANES sessions of one size; the other sessions that are not
     ``big``, in order). A size takes the lanes only when at least _LANES_MIN sessions have it (fewer would
     leave the lanes idle: a mini-batch of mixed sizes stays with the rows)."""
-    by_size = np.zeros(_LANES_MAX + 2, np.int64)
+    # four histograms, one per session modulo 4: sessions of one size would otherwise wait on each other's
+    # increment of one counter (1e5 sessions of 10 items: the whole grouping 0.69 -> 0.41 ms)
+    by_residue = np.zeros((4, _LANES_MAX + 2), np.int64)
     for s in range(lens.size):
         if 2 <= lens[s] <= _LANES_MAX:
-            by_size[lens[s] + 1] += 1
+            by_residue[s & 3, lens[s] + 1] += 1
+    by_size = by_residue[0] + by_residue[1] + by_residue[2] + by_residue[3]
     n_blocks = 0
     for n in range(2, _LANES_MAX + 1):
         if by_size[n + 1] < _LANES_MIN:
@@ -1268,8 +1272,7 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
     narrow = flat.dtype in (np.float16, np.float32)
     x = np.ascontiguousarray(flat, dtype=np.float32 if narrow else np.float64)
     bits = x.view(np.uint32) if narrow else np.empty(0, np.uint32)
-    offsets = np.zeros(lens.size + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
+    offsets = session_offsets(lens)
     pairs = np.zeros(lens.size, np.int64)
     sums = np.zeros(lens.size, np.float64)
     d = np.empty(x.size, np.float64)
@@ -1293,8 +1296,8 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
             session_bits = bits[lo:hi] if narrow else bits
             if graded:
                 # on one thread too: the serial loop's scratch would be fresh pages (1e6 items: 65 -> 28 ms)
-                ok, pairs[s], sums[s] = _graded_big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi],
-                                                            spread)
+                ok, pairs[s], sums[s] = _graded_big_session(x[lo:hi], session_bits, lab[lo:hi], margin,
+                                                            d[lo:hi], spread)
             else:
                 ok, pairs[s], sums[s] = _big_session(x[lo:hi], session_bits, lab[lo:hi], margin, d[lo:hi])
             if not ok:
