@@ -21,7 +21,21 @@ session. With ``--arch mlp`` and no other option it is the library's default rec
   point: only the first fraction of the training sessions).
 
 Features are preprocessed by the library's scorer (log1p, fill max, standardiser, missing indicators),
-fitted on the training split. The test split is loaded by ``load_fold_splits`` but never scored.
+fitted on the training split (``--encoding library``, the default). Issue 12's fourth round adds two input
+encodings (Gorishniy et al., NeurIPS 2022), both fitted on the training split only:
+
+* ``--encoding quantile``: each feature's present (non-NaN) raw training values define an empirical-quantile
+  map to a standard normal (sklearn's ``QuantileTransformer``, 1000 quantiles, no subsampling); missing values
+  stay missing and then go through the library's preprocessing with transform ``"none"`` (fill max,
+  standardiser, missing indicators);
+* ``--encoding ple``: piecewise-linear encoding of the library-preprocessed value (log1p, fill max,
+  standardised) over ``--bins`` quantile bins of the feature's present training values (unique edges, so a
+  feature with few distinct values gets fewer bins): bin ``t`` is 0 below it, 1 above it, linear inside
+  (clipped to [0, 1] at both ends, so a missing value, filled beyond the maximum, encodes as all ones and is
+  told apart by its indicator), concatenated with the missing indicators; ``--ple-dim d`` (> 0) adds a
+  per-feature linear layer ``bins -> d`` + ReLU before the MLP.
+
+The test split is loaded by ``load_fold_splits`` but never scored.
 ``--save-scores`` keeps each fold's and seed's best vali scores for ``quality_ensemble.py``. One thread,
 one process per call::
 
@@ -46,6 +60,65 @@ from pairloss.ltr.cv import find_folds, load_fold_splits
 from pairloss.ltr.data import RankingDataset
 from pairloss.ltr.metrics import ndcg_at
 from pairloss.ltr.models import make_model
+
+
+class PLE(nn.Module):
+    """Piecewise-linear encoding of the first ``F`` inputs; the remaining inputs (indicators) pass through.
+
+    ``edges[j]``: the increasing bin edges of feature ``j`` (fewer than two: no bins). With ``dim > 0`` each
+    feature's bins go through its own linear layer ``bins -> dim`` and a ReLU.
+    """
+
+    def __init__(self, edges: list[np.ndarray], dim: int, n_rest: int) -> None:
+        super().__init__()
+        f, b = len(edges), max(1, *(len(e) - 1 for e in edges))
+        lo, width = np.zeros((f, b), np.float32), np.full((f, b), np.inf, np.float32)
+        for j, e in enumerate(edges):
+            k = max(len(e) - 1, 0)
+            lo[j, :k], width[j, :k] = e[:-1], np.diff(e)
+        self.register_buffer("lo", torch.from_numpy(lo))
+        self.register_buffer("width", torch.from_numpy(width))  # inf for a padded bin: it encodes as 0
+        self.register_buffer("keep", torch.from_numpy(np.flatnonzero(np.isfinite(width).ravel())))
+        self.dim = dim
+        if dim:
+            bound = 1 / math.sqrt(b)
+            self.w = nn.Parameter(torch.empty(f, b, dim).uniform_(-bound, bound))
+            self.b = nn.Parameter(torch.empty(f, dim).uniform_(-bound, bound))
+        self.out_width = (f * dim if dim else len(self.keep)) + n_rest
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.lo.shape[0]
+        z = ((x[..., :f].unsqueeze(-1) - self.lo) / self.width).clamp(0, 1)  # (..., F, bins)
+        if self.dim:
+            h = torch.relu(torch.einsum("...fb,fbd->...fd", z, self.w) + self.b).flatten(-2)
+        else:
+            h = z.flatten(-2)[..., self.keep]
+        return torch.cat([h, x[..., f:]], -1)
+
+
+def ple_edges(x: np.ndarray, present: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Per feature: the unique ``bins``-quantile edges of its present (training) values of ``x``."""
+    out = []
+    for j in range(present.shape[1]):
+        v = x[present[:, j], j]
+        q = np.quantile(v, np.linspace(0, 1, bins + 1)).astype(np.float32) if len(v) else np.zeros(0, np.float32)
+        out.append(np.unique(q))
+    return out
+
+
+def quantile_normal(train: np.ndarray, vali: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features through a per-feature quantile map to N(0, 1) fitted on ``train``'s present values; NaN kept."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    cols = np.flatnonzero((~np.isnan(train)).sum(0) >= 2)  # features never (or once) present stay as they are
+    qt = QuantileTransformer(n_quantiles=1000, output_distribution="normal", subsample=None, random_state=0)
+    qt.fit(train[:, cols])
+    out = []
+    for x in (train, vali):
+        y = x.copy()
+        y[:, cols] = qt.transform(x[:, cols])
+        out.append(y)
+    return out[0], out[1]
 
 
 def padded(x: np.ndarray, data: RankingDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,9 +169,12 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
 
 class Net(nn.Module):
     def __init__(self, d: int, arch: str, ctx: str, hidden: list[int], heads: int, width: int, dropout: float,
-                 cross: str) -> None:
+                 cross: str, encoder: PLE | None = None) -> None:
         super().__init__()
         self.arch, self.ctx, self.cross = arch, ctx, cross
+        self.encoder = encoder  # a fixed (or per-feature learned) input encoding in front of everything
+        if encoder is not None:
+            d = encoder.out_width
         if arch == "mlp":
             self.net = mlp([d, *hidden, 1], dropout)
         elif arch == "ctx":
@@ -118,6 +194,8 @@ class Net(nn.Module):
                 nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:
+            x = self.encoder(x)
         if self.arch == "mlp":
             return self.net(x).squeeze(-1)
         if self.arch == "ctx":
@@ -162,18 +240,28 @@ def run(args: argparse.Namespace, spec_data: tuple[RankingDataset, RankingDatase
     train_data, vali = spec_data
     cfg = TrainConfig()
     torch.manual_seed(seed)
-    pre = make_model("mlp", train_data.n_features, **cfg.model_kwargs())
-    pre.fit_preprocessing(train_data.features, standardize=True)
+    raw_t, raw_v, kwargs = train_data.features, vali.features, cfg.model_kwargs()
+    if args.encoding == "quantile":  # quantile map to N(0, 1), then the library's fill max + indicators
+        raw_t, raw_v = quantile_normal(raw_t, raw_v)
+        kwargs = {**kwargs, "transform": "none"}
+    pre = make_model("mlp", train_data.n_features, **kwargs)
+    pre.fit_preprocessing(raw_t, standardize=True)
     pre.eval()
     with torch.no_grad():
-        xt = pre.preprocess(torch.from_numpy(train_data.features).double()).float().numpy()
-        xv = pre.preprocess(torch.from_numpy(vali.features).double()).float().numpy()
+        xt = pre.preprocess(torch.from_numpy(raw_t).double()).float().numpy()
+        xv = pre.preprocess(torch.from_numpy(raw_v).double()).float().numpy()
     tx, tl, tm = padded(xt, train_data)
     keep = torch.tensor([len(np.unique(r[r >= 0])) > 1 for r in tl.numpy()])
     tx, tl, tm = tx[keep], tl[keep], tm[keep]
     vx, _, vm = padded(xv, vali)
     torch.manual_seed(seed)
-    net = Net(tx.shape[-1], args.arch, args.ctx, args.hidden, args.heads, args.width, args.dropout, args.cross)
+    encoder = None
+    if args.encoding == "ple":  # bins of the preprocessed values of the present training entries
+        f = train_data.n_features
+        edges = ple_edges(xt[:, :f], ~np.isnan(train_data.features), args.bins)
+        encoder = PLE(edges, args.ple_dim, tx.shape[-1] - f)
+    net = Net(tx.shape[-1], args.arch, args.ctx, args.hidden, args.heads, args.width, args.dropout, args.cross,
+              encoder)
     params = net.parameters()
     opt = (torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd) if args.wd
            else torch.optim.Adam(params, lr=args.lr))
@@ -244,6 +332,10 @@ def main() -> None:
     p.add_argument("--train-frac", type=float, default=1.0, help="train on this leading fraction of the sessions")
     p.add_argument("--activation", choices=tuple(ACT), default="relu")
     p.add_argument("--pair-weight", choices=("none", "gain", "label"), default="none")
+    p.add_argument("--encoding", choices=("library", "quantile", "ple"), default="library",
+                   help="input encoding (see the module docstring); library: today's preprocessing")
+    p.add_argument("--bins", type=int, default=16, help="PLE: quantile bins per feature (at most)")
+    p.add_argument("--ple-dim", type=int, default=0, help="PLE: per-feature linear layer bins -> d + ReLU (0: none)")
     p.add_argument("--save-scores", default=None, help="an .npz for the best vali scores of each fold/seed")
     args = p.parse_args()
     torch.set_num_threads(1)
