@@ -6,6 +6,7 @@ read out of bounds on. Every error names the argument, what was expected, what c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -109,8 +110,12 @@ def column_to_flat(name: str, arr: np.ndarray) -> np.ndarray:
     return arr.reshape(arr.shape[0])
 
 
-def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.ndarray:
-    """Relevance labels as a flat float64 (N,) array: integer, float or bool, no NaN."""
+def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels",
+                      scratch: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
+    """Relevance labels as a flat float64 (N,) array: integer, float or bool, no NaN.
+
+    ``scratch(n)``: n float64 entries of memory that a conversion fills instead of fresh memory (the result
+    is then that memory: for a caller whose labels do not outlive the call)."""
     arr = as_array(name, value)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
             or arr.dtype == np.bool_):
@@ -126,7 +131,7 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
     if arr.dtype.kind in "iu" and arr.itemsize == 8 and arr.size:
         # float64 (the kernels' label dtype) holds every integer up to 2^53 exactly; beyond, distinct labels
         # could tie. The copy and the range come from one pass (a minimum, a maximum and a cast were three)
-        flat = np.empty(n, np.float64)
+        flat = np.empty(n, np.float64) if scratch is None else scratch(n)
         lowest, highest = _widen_with_range(np.ascontiguousarray(arr.reshape(n)), flat)
         if highest > 2**53 or lowest < -(2**53):
             msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(highest, -lowest)}"
@@ -135,7 +140,11 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels") -> np.
     # contiguous, writeable float64 labels are used as they are (the kernels only read them; a read-only
     # array would cost each kernel a compilation of its own); the finiteness check reads the given dtype,
     # which for float32 labels is half the bytes of their float64 copy
-    flat = np.ascontiguousarray(arr.reshape(n), dtype=np.float64)
+    if arr.dtype != np.float64 and scratch is not None:
+        flat = scratch(n)
+        np.copyto(flat, arr.reshape(n), casting="safe")
+    else:
+        flat = np.ascontiguousarray(arr.reshape(n), dtype=np.float64)
     if not flat.flags.writeable:
         flat = flat.copy()
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():

@@ -587,3 +587,30 @@ def test_session_offsets_are_the_running_sum_from_zero(lens: list[int]) -> None:
     offsets = session_offsets(given)
     assert offsets.dtype == np.int64
     np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(given)]))
+
+
+@pytest.mark.parametrize("given", [np.int64, np.int32, np.float32, np.float16, np.bool_])
+def test_labels_converted_into_scratch_are_the_fresh_conversion(given: type) -> None:
+    from pairloss._checks import as_session_labels
+    from pairloss.ops.sessions import KeptScratch
+
+    labels = np.array([0, 1, 3, 1, 0]).astype(given)
+    scratch = KeptScratch(1 << 20)
+    kept = as_session_labels(labels, 5, scratch=scratch.float64)
+    assert kept.dtype == np.float64 and kept.shape == (5,)
+    assert np.shares_memory(kept, scratch.take(0))
+    np.testing.assert_array_equal(kept, as_session_labels(labels, 5))
+    wide = np.array([0.0, 2.0])  # float64 labels are used as given: no copy, scratch untouched
+    used = as_session_labels(wide, 2, scratch=scratch.float64)
+    assert np.shares_memory(used, wide) and not np.shares_memory(used, scratch.take(0))
+
+
+def test_kept_scratch_is_reused_up_to_its_limit() -> None:
+    from pairloss.ops.sessions import KeptScratch
+
+    scratch = KeptScratch(1024)
+    first = scratch.take(100)
+    assert scratch.take(50) is first and scratch.float64(12).base is not None
+    larger = scratch.take(1000)
+    assert larger.size >= 1000 and scratch.take(10) is larger
+    assert scratch.take(4096) is not scratch.take(4096)  # beyond the limit: fresh every time

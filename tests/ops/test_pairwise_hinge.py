@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import pairloss
 from pairloss import registry
 from pairloss.ops import pairwise_hinge as ph
+from pairloss.ops.sessions import KeptScratch
 from pairloss.registry import Net, OperatorDef
 
 
@@ -263,7 +264,8 @@ def test_graded_large_session_is_the_sessions_loop_bit_for_bit(
     try:
         serial = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=0.5)
         _large_sessions_from(monkeypatch, 300)
-        monkeypatch.setattr(ph, "_KEPT_SCRATCH", 0 if n == 1000 else ph._KEPT_SCRATCH)  # a fresh block, too
+        if n == 1000:  # a fresh block, too
+            monkeypatch.setattr(ph, "_SESSION_SCRATCH", KeptScratch(0))
         calls = []
         real = ph._graded_big_session
         monkeypatch.setattr(ph, "_graded_big_session", lambda *a: calls.append(1) or real(*a))
@@ -562,3 +564,18 @@ def test_errors_name_the_argument() -> None:
         pairloss.pairwise_hinge_loss(x, np.zeros(4), margin=float("inf"))
     with pytest.raises(ValueError, match="unknown argument"):
         registry.run("PairWiseHingeLoss", x, np.zeros(4), scale=2.0)
+
+
+def test_calls_sharing_the_label_scratch_each_give_their_own_result() -> None:
+    # the labels' float64 copy lives in memory kept between calls: a later call must not see an earlier
+    # call's labels, and nothing returned may alias that memory
+    rng = np.random.default_rng(31)
+    scores, lengths = rng.standard_normal(600), np.full(60, 10)
+    first, second = rng.integers(0, 5, 600), rng.integers(0, 3, 200)
+    y1, unit1 = ph.forward_with_unit_gradient_cpu(scores, first, lengths, margin=1.0)
+    y2, unit2 = ph.forward_with_unit_gradient_cpu(scores[:200], second, lengths[:20], margin=1.0)
+    again = ph.forward_with_unit_gradient_cpu(scores, first, lengths, margin=1.0)
+    np.testing.assert_array_equal(again[0], y1)
+    np.testing.assert_array_equal(again[1], unit1)
+    np.testing.assert_allclose(y2, ph.reference_forward(scores[:200], second, lengths[:20], margin=1.0), rtol=1e-12)
+    assert not np.shares_memory(unit1, unit2) and not np.shares_memory(y1, unit2)

@@ -54,7 +54,7 @@ Joachims, 2002, "Optimizing search engines using clickthrough data".
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -75,6 +75,7 @@ from pairloss.ops.pair_loops_cuda import (
 )
 from pairloss.ops.sessions import (
     LENGTHS_DOC,
+    KeptScratch,
     per_session_output,
     prepare_sessions,
     scale_unit_gradient,
@@ -175,9 +176,10 @@ def _second_order_from_gradient(gradient: Any, scores: np.ndarray, labels: np.nd
 
 # ---- reference (float64, every pair, PairWiseLoss's loop order) ---------------------------------------
 def prepare_finite(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None,
-                   loss_grad: npt.ArrayLike | None = None) -> tuple[np.ndarray, ...]:
+                   loss_grad: npt.ArrayLike | None = None, *,
+                   label_scratch: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """prepare_sessions, and the scores must be finite (see the module doc)."""
-    prepared = prepare_sessions(scores, labels, lengths, loss_grad)
+    prepared = prepare_sessions(scores, labels, lengths, loss_grad, label_scratch=label_scratch)
     flat = prepared[1]
     if not np.isfinite(flat).all():
         bad = ~np.isfinite(flat)
@@ -1161,21 +1163,10 @@ def _table_sweeps_halves(xs, order, lab, n_groups, margin, rks, table, above, be
     return active[0] + active[1]
 
 
-_KEPT_SCRATCH = 64 << 20
-_scratch_kept = threading.local()
-
-
-def _scratch(nbytes: int) -> np.ndarray:
-    """``nbytes`` of scratch for a large session, kept for the thread's next call up to _KEPT_SCRATCH bytes:
-    the first touch of fresh pages costs about as much as the sweep (0.5 ns a byte on these VMs; 200,000
-    items: 7.7 -> 5.0 ms), and glibc returns freed blocks of this size to the system."""
-    kept = getattr(_scratch_kept, "buffer", None)
-    if kept is not None and kept.size >= nbytes:
-        return kept
-    buffer = np.empty(nbytes, np.uint8)
-    if nbytes <= _KEPT_SCRATCH:
-        _scratch_kept.buffer = buffer
-    return buffer
+# scratch of a large session's sort and sweeps (200,000 items: 7.7 -> 5.0 ms kept, against fresh pages), and
+# the float64 copy of the labels of a call (which never outlives it)
+_SESSION_SCRATCH = KeptScratch(64 << 20)
+_LABEL_SCRATCH = KeptScratch(64 << 20)
 
 
 def _graded_big_session(x: np.ndarray, bits: np.ndarray, lab: np.ndarray, margin: float, d: np.ndarray,
@@ -1183,13 +1174,13 @@ def _graded_big_session(x: np.ndarray, bits: np.ndarray, lab: np.ndarray, margin
     """One large session with integer grades: (ok, pairs, loss sum); not ok (labels that are not grades, or
     a float64 score that is not finite) means "use another path". ``two_threads``: every step in two
     halves of the items on two threads, bit for bit the serial result (the loss is summed serially);
-    otherwise the serial kernels. Either way in one block of scratch kept for the next call (_scratch)."""
+    otherwise the serial kernels. Either way in one block of scratch kept for the next call (_SESSION_SCRATCH)."""
     n = x.size
     # one block: keys (n + _WINDOW float64), the sort's two uint64 buffers (which the float64 sort's scratch
     # and then the ranks and counts reuse), the order (first the grades, which nothing needs afterwards),
     # the table
     head = 8 * (n + _WINDOW) + 16 * n
-    grades = _scratch(head + 4 * n)[head:head + 4 * n].view(np.int32)
+    grades = _SESSION_SCRATCH.take(head + 4 * n)[head:head + 4 * n].view(np.int32)
     if two_threads:
         ok, n_groups, pairs = _integer_grades_halves(lab, grades)
     else:
@@ -1197,7 +1188,7 @@ def _graded_big_session(x: np.ndarray, bits: np.ndarray, lab: np.ndarray, margin
     if not ok:
         return False, 0, 0.0
     w = n_groups + 1
-    block = _scratch(head + 4 * n + 4 * w * (n + 1))
+    block = _SESSION_SCRATCH.take(head + 4 * n + 4 * w * (n + 1))
     keys = block[:8 * (n + _WINDOW)].view(np.float64)
     sort_buf = block[8 * (n + _WINDOW):head].view(np.uint64).reshape(2, n)
     idx = block[head:head + 4 * n].view(np.int32)
@@ -1317,7 +1308,7 @@ def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: 
 
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                 margin: float) -> np.ndarray:
-    x, flat, lab, lens = prepare_finite(scores, labels, lengths)
+    x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     pairs, sums, _ = _session_terms(flat, lab, lens, float(margin))
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no pair: loss 0
     return out.astype(x.dtype)
@@ -1326,7 +1317,7 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                                    margin: float) -> tuple[np.ndarray, np.ndarray]:
     """(Y, the gradient for Y_grad = 1) from one pass over the pairs: the fused kernel of the torch path."""
-    x, flat, lab, lens = prepare_finite(scores, labels, lengths)
+    x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     pairs, sums, unit = _session_terms(flat, lab, lens, float(margin))
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
     return out.astype(x.dtype), unit.reshape(x.shape)
@@ -1334,7 +1325,8 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
-    x, flat, lab, lens, g = prepare_finite(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_finite(scores, labels, lengths, loss_grad,
+                                           label_scratch=_LABEL_SCRATCH.float64)
     _, _, unit = _session_terms(flat, lab, lens, float(margin))
     return times_session_values(unit, g.astype(np.float64), lens).reshape(x.shape).astype(x.dtype)
 

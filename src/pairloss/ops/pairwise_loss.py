@@ -48,6 +48,7 @@ from pairloss.ops.pair_loops_cuda import (
 )
 from pairloss.ops.sessions import (
     LENGTHS_DOC,
+    KeptScratch,
     per_session_output,
     prepare_second_order,
     prepare_sessions,
@@ -204,8 +205,12 @@ def working_precision(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
 
 
+# the float64 copy of the labels of a call (its plan, which holds it, never outlives the call)
+_LABEL_SCRATCH = KeptScratch(64 << 20)
+
+
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=False)
     sums, pairs = logistic_forward(plan)
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no discordant pair: loss 0
@@ -216,7 +221,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
                                    ) -> tuple[np.ndarray, np.ndarray]:
     """(Y, the gradient for Y_grad = 1) on one plan: the fused kernel of the torch path (validation, the
     centres and exponentials and the launches are shared; the pair loops are the forward's and the gradient's)."""
-    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
     sums, pairs, slope = logistic_forward_and_gradient(plan)
     inv = np.divide(1.0, pairs, out=np.zeros(lens.size), where=pairs > 0)
@@ -226,7 +231,8 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None) -> np.ndarray:
-    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad,
+                                             label_scratch=_LABEL_SCRATCH.float64)
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
     slope, pairs = logistic_gradient(plan)
     scale = np.divide(g.astype(np.float64), pairs, out=np.zeros(lens.size), where=pairs > 0)
