@@ -614,3 +614,34 @@ def test_kept_scratch_is_reused_up_to_its_limit() -> None:
     larger = scratch.take(1000)
     assert larger.size >= 1000 and scratch.take(10) is larger
     assert scratch.take(4096) is not scratch.take(4096)  # beyond the limit: fresh every time
+
+
+@pytest.mark.parametrize("op", ["PairWiseLoss", "LambdaRankLoss"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_calls_sharing_the_label_scratch_each_give_their_own_result(op: str, dtype: type) -> None:
+    # the labels' float64 copy lives in memory kept between calls: a later call (here a smaller one, then one
+    # that needs a larger block) must not change what an earlier one returns, and the results are those of
+    # labels in fresh memory
+    from pairloss import registry
+
+    fused = registry.fused_gradient(op)
+    assert fused is not None
+    kw = {} if op == "PairWiseLoss" else {"sigma": 1.0, "topn": 10, "gain": "exp2"}
+    rng = np.random.default_rng(37)
+    calls = []
+    for n, sessions in ((10, 700), (30, 50), (200, 60)):
+        calls.append((rng.standard_normal(n * sessions).astype(dtype), rng.integers(0, 5, n * sessions),
+                      np.full(sessions, n)))
+    first = [fused.forward(*call, **kw) for call in calls]
+    again = fused.forward(*calls[0], **kw)
+    for a, b in zip(again, first[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    import pairloss.ops.lambdarank as lr
+    import pairloss.ops.pairwise_loss as pl
+
+    module = pl if op == "PairWiseLoss" else lr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "_LABEL_SCRATCH", type("Fresh", (), {"float64": None})())  # fresh memory
+        for call, kept in zip(calls, first, strict=True):
+            for a, b in zip(fused.forward(*call, **kw), kept, strict=True):
+                np.testing.assert_array_equal(a, b)

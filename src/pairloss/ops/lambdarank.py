@@ -61,6 +61,7 @@ from pairloss.ops.pair_loops_cuda import (
 from pairloss.ops.pairwise_loss import working_precision
 from pairloss.ops.sessions import (
     LENGTHS_DOC,
+    KeptScratch,
     per_session_output,
     prepare_second_order,
     prepare_sessions,
@@ -518,9 +519,13 @@ def reference_gradient_gradient(scores: np.ndarray, labels: np.ndarray, loss_gra
 
 
 # ---- CPU kernels: the weighted pair loops of ops.pair_loops -------------------------------------------
+# the float64 copy of the labels of a call (its plan, which holds it, never outlives the call)
+_LABEL_SCRATCH = KeptScratch(64 << 20)
+
+
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *, sigma: float,
                 topn: int, gain: str) -> np.ndarray:
-    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     _check_args(lab, sigma, topn, gain)
     plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
@@ -532,7 +537,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
                                    sigma: float, topn: int, gain: str) -> tuple[np.ndarray, np.ndarray]:
     """(Y, the gradient for Y_grad = 1) with one validation, one set of weights (one sort per session) and
     one plan: the fused kernel of the torch path."""
-    x, flat, lab, lens = prepare_sessions(scores, labels, lengths)
+    x, flat, lab, lens = prepare_sessions(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     _check_args(lab, sigma, topn, gain)
     plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
@@ -544,7 +549,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, lengths: np.ndarray | None = None,
                  *, sigma: float, topn: int, gain: str) -> np.ndarray:
-    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad)
+    x, flat, lab, lens, g = prepare_sessions(scores, labels, lengths, loss_grad, label_scratch=_LABEL_SCRATCH.float64)
     _check_args(lab, sigma, topn, gain)
     plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
