@@ -142,7 +142,7 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels",
     # which for float32 labels is half the bytes of their float64 copy
     if arr.dtype != np.float64 and scratch is not None:
         flat = scratch(n)
-        np.copyto(flat, arr.reshape(n), casting="safe")
+        np.copyto(flat, arr.reshape(n), casting="unsafe")  # the cast np.ascontiguousarray makes (longdouble too)
     else:
         flat = np.ascontiguousarray(arr.reshape(n), dtype=np.float64)
     if not flat.flags.writeable:

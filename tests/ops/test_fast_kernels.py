@@ -589,7 +589,7 @@ def test_session_offsets_are_the_running_sum_from_zero(lens: list[int]) -> None:
     np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(given)]))
 
 
-@pytest.mark.parametrize("given", [np.int64, np.int32, np.float32, np.float16, np.bool_])
+@pytest.mark.parametrize("given", [np.int64, np.int32, np.float32, np.float16, np.longdouble, np.bool_])
 def test_labels_converted_into_scratch_are_the_fresh_conversion(given: type) -> None:
     from pairloss._checks import as_session_labels
     from pairloss.ops.sessions import KeptScratch
