@@ -30,7 +30,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,7 @@ __all__ = [
     "GI",
     "GO",
     "Arg",
+    "FusedForward",
     "FusedGradient",
     "I",
     "Input",
@@ -401,18 +402,30 @@ _GRADIENTS: dict[str, GradientMaker] = {}
 _FUSED: dict[str, FusedGradient] = {}
 
 
+class FusedForward(NamedTuple):
+    """What the forward kernel of a :class:`FusedGradient` returns."""
+
+    output: np.ndarray
+    """Y, the op's output."""
+    saved: np.ndarray
+    """A float64 array of X's shape from the same pass, from which the backward makes X_grad."""
+    counted: np.ndarray | None = None
+    """Which entries of Y an average over Y counts (bool, Y's shape), when the op defines it (a session loss:
+    the sessions with a label-discordant pair, which its kernel counts anyway); None: every entry."""
+
+
 @dataclass(frozen=True)
 class FusedGradient:
     """CPU kernels that let an autograd front end keep the gradient from the forward pass.
 
     For an op with one output whose only differentiable input is X (input 0), ``forward(*inputs, **args)``
-    returns ``(Y, saved)``: the op's output and a float64 array of X's shape, computed in the same pass,
-    and ``backward(saved, Y_grad, *inputs)`` returns X_grad for any Y_grad from it, without a second
+    returns a :class:`FusedForward`: the op's output and a float64 array of X's shape, computed in the same
+    pass, and ``backward(saved, Y_grad, *inputs)`` returns X_grad for any Y_grad from it, without a second
     pass over the data. The gradient operators from the gradient maker stay the definition (and what
     double backward differentiates); these kernels must agree with them to rounding.
     """
 
-    forward: Callable[..., tuple[np.ndarray, np.ndarray]]
+    forward: Callable[..., FusedForward]
     backward: Callable[..., np.ndarray]
 
 
@@ -457,7 +470,7 @@ def register_gradient(op: OpSchema | str, maker: GradientMaker) -> None:
     _GRADIENTS[_schema_of(op).name] = maker
 
 
-def register_fused_gradient(op: OpSchema | str, *, forward: Callable[..., tuple[np.ndarray, np.ndarray]],
+def register_fused_gradient(op: OpSchema | str, *, forward: Callable[..., FusedForward],
                             backward: Callable[..., np.ndarray]) -> None:
     """Register the :class:`FusedGradient` kernels of ``op`` (it must have a gradient maker too)."""
     s = _schema_of(op)

@@ -275,7 +275,7 @@ def test_direct_and_planned_walks_agree(dtype: type, seed: int, spread: float, l
     mod = lr if lambdarank else pwl
 
     def run() -> tuple[np.ndarray, ...]:
-        fused_y, unit = mod.forward_with_unit_gradient_cpu(scores, labels, lengths, **args)
+        fused_y, unit, _ = mod.forward_with_unit_gradient_cpu(scores, labels, lengths, **args)
         return (mod.forward_cpu(scores, labels, lengths, **args), mod.gradient_cpu(scores, labels, g, lengths, **args),
                 fused_y, unit)
 
@@ -383,14 +383,14 @@ def test_sorted_rows_agree_with_the_reference(kind: str, dtype: type, seed: int,
         labels = labels - min(0.0, labels.min())
         args = {"sigma": 1.0, "topn": int(rng.integers(0, 12)), "gain": "linear"}
         got = (lr.forward_cpu(scores, labels, lengths, **args), lr.gradient_cpu(scores, labels, g, lengths, **args),
-               *lr.forward_with_unit_gradient_cpu(scores, labels, lengths, **args))
+               *lr.forward_with_unit_gradient_cpu(scores, labels, lengths, **args)[:2])
         want = (lr.reference_forward(scores, labels, lengths, **args),
                 lr.reference_gradient(scores, labels, g, lengths, **args),
                 lr.reference_forward(scores, labels, lengths, **args),
                 lr.reference_gradient(scores, labels, ones, lengths, **args))
     else:  # the registry's forward and gradient ops, and the fused call of the torch path (one visit a pair)
         got = (pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths),
-               *pwl.forward_with_unit_gradient_cpu(scores, labels, lengths))
+               *pwl.forward_with_unit_gradient_cpu(scores, labels, lengths)[:2])
         want = (pwl.reference_forward(scores, labels, lengths), pwl.reference_gradient(scores, labels, g, lengths),
                 pwl.reference_forward(scores, labels, lengths), pwl.reference_gradient(scores, labels, ones, lengths))
     for a, b in zip(got, want, strict=True):
@@ -408,7 +408,7 @@ def test_int64_walk_positions_give_the_same_results() -> None:
 
     def run() -> tuple[np.ndarray, ...]:
         return (pwl.forward_cpu(scores, labels, lengths), pwl.gradient_cpu(scores, labels, g, lengths),
-                *pwl.forward_with_unit_gradient_cpu(scores, labels, lengths))
+                *pwl.forward_with_unit_gradient_cpu(scores, labels, lengths)[:2])
 
     narrow = run()
     with pytest.MonkeyPatch.context() as mp:
@@ -429,7 +429,7 @@ def test_fused_call_walks_long_sessions_by_rows_and_matches_the_reference() -> N
     n = int(lengths.sum())
     scores = rng.standard_normal(n).astype(np.float32)
     labels = rng.integers(0, 5, n)
-    loss, unit = pwl.forward_with_unit_gradient_cpu(scores, labels, lengths)
+    loss, unit, _ = pwl.forward_with_unit_gradient_cpu(scores, labels, lengths)
     np.testing.assert_allclose(loss, pwl.reference_forward(scores, labels, lengths), rtol=1e-6)
     np.testing.assert_allclose(unit, pwl.reference_gradient(scores, labels, np.ones(3), lengths), rtol=1e-5,
                                atol=1e-9)
@@ -645,3 +645,36 @@ def test_calls_sharing_the_label_scratch_each_give_their_own_result(op: str, dty
         for call, kept in zip(calls, first, strict=True):
             for a, b in zip(fused.forward(*call, **kw), kept, strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["PairWiseLoss", "PairWiseHingeLoss", "LambdaRankLoss"])
+@given(seed=st.integers(0, 2**32 - 1), label_kind=st.sampled_from(["grades", "near_ties", "float32", "tied"]),
+       sizes=st.lists(st.integers(0, 60), min_size=0, max_size=6), repeat=st.sampled_from([1, 8]))
+def test_fused_forward_counts_the_sessions_a_mean_averages(op: str, seed: int, label_kind: str,
+                                                           sizes: list[int], repeat: int) -> None:
+    # the torch front end's reduction="mean" divides by the fused kernel's count of sessions with a pair:
+    # it must be the count from the labels (sessions_with_pairs), empty, one-item, all-tied and
+    # 2^-23-apart sessions included, whichever path (lanes: 8 sessions of a size, rows, sorted) a session took
+    from pairloss import registry
+    from pairloss.ops.sessions import sessions_with_pairs
+
+    rng = np.random.default_rng(seed)
+    lengths = np.tile(np.array(sizes, dtype=np.int64), repeat)
+    n = int(lengths.sum())
+    scores = rng.standard_normal(n)
+    if label_kind == "grades":
+        labels: np.ndarray = rng.integers(0, 3, n)
+    elif label_kind == "near_ties":  # steps of 2^-24 and 2^-23: ties and pairs at the tie rule's edge
+        labels = 1.0 + rng.integers(0, 3, n) * 2.0**-24
+    elif label_kind == "float32":
+        labels = rng.random(n).astype(np.float32)
+    else:
+        labels = np.full(n, 2.0)
+    fused = registry.fused_gradient(op)
+    assert fused is not None
+    kw = {"margin": 1.0} if op == "PairWiseHingeLoss" else {}
+    if op == "LambdaRankLoss":
+        kw = {"sigma": 1.0, "topn": 0, "gain": "linear"}
+    result = fused.forward(scores, labels, lengths, **kw)
+    assert result.counted is not None and result.counted.dtype == np.bool_
+    np.testing.assert_array_equal(result.counted, sessions_with_pairs(labels, lengths))

@@ -384,8 +384,8 @@ def test_narrow_scores_count_the_same_pairs_as_their_float64_values(dtype: type,
     labels[start:start + 600] = rng.standard_normal(600)  # one session's labels are not grades: the label sort
     for parallel_min in (ph._PARALLEL_MIN, 500):  # 500: the long sessions take _big_session when threads allow
         _large_sessions_from(monkeypatch, parallel_min)
-        loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.75)
-        wide_loss, wide_unit = ph.forward_with_unit_gradient_cpu(scores.astype(np.float64), labels, lengths,
+        loss, unit, _ = ph.forward_with_unit_gradient_cpu(scores, labels, lengths, margin=0.75)
+        wide_loss, wide_unit, _ = ph.forward_with_unit_gradient_cpu(scores.astype(np.float64), labels, lengths,
                                                                  margin=0.75)
         np.testing.assert_array_equal(unit, wide_unit)
         np.testing.assert_allclose(loss, wide_loss.astype(dtype), rtol=1e-3 if dtype == np.float16 else 1e-6)
@@ -406,7 +406,7 @@ def test_float32_scores_are_compared_by_their_float64_difference(n: int, label_s
     labels = (np.arange(n) % 2 == 0) * label_step
     for parallel_min in (ph._PARALLEL_MIN, 1000):  # 1000: the longest session takes _big_session
         _large_sessions_from(monkeypatch, parallel_min)
-        loss, unit = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=1.0)
+        loss, unit, _ = ph.forward_with_unit_gradient_cpu(scores, labels, None, margin=1.0)
         np.testing.assert_array_equal(loss, [0.0])
         np.testing.assert_array_equal(unit, np.zeros(n))
 
@@ -572,8 +572,8 @@ def test_calls_sharing_the_label_scratch_each_give_their_own_result() -> None:
     rng = np.random.default_rng(31)
     scores, lengths = rng.standard_normal(600), np.full(60, 10)
     first, second = rng.integers(0, 5, 600), rng.integers(0, 3, 200)
-    y1, unit1 = ph.forward_with_unit_gradient_cpu(scores, first, lengths, margin=1.0)
-    y2, unit2 = ph.forward_with_unit_gradient_cpu(scores[:200], second, lengths[:20], margin=1.0)
+    y1, unit1, _ = ph.forward_with_unit_gradient_cpu(scores, first, lengths, margin=1.0)
+    y2, unit2, _ = ph.forward_with_unit_gradient_cpu(scores[:200], second, lengths[:20], margin=1.0)
     again = ph.forward_with_unit_gradient_cpu(scores, first, lengths, margin=1.0)
     np.testing.assert_array_equal(again[0], y1)
     np.testing.assert_array_equal(again[1], unit1)

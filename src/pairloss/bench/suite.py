@@ -167,8 +167,8 @@ def _pairloss_kernel(op: str, scores: np.ndarray, labels: np.ndarray, op_args: t
     x, lab, lens, ones = _flat_case(scores, labels)
 
     def step() -> tuple[Any, Any]:
-        value, saved = fused.forward(x, lab, lens, **kw)
-        return value, fused.backward(saved, ones, x, lab, lens)
+        result = fused.forward(x, lab, lens, **kw)
+        return result.output, fused.backward(result.saved, ones, x, lab, lens)
 
     return step
 

@@ -631,7 +631,7 @@ def _define_fused_ops(s: OpSchema, op_name: str) -> tuple[torch._ops.OpOverload,
             given = _trim(inputs, s)
             args = s.resolve_args(kwargs)
             specs = [_output_specs(s, given, args)[0], (tuple(given[0].shape), torch.float64)]
-            y, saved = _cpu_outputs(s, _fused_kernels(s).forward, given, args, specs)
+            y, saved = _cpu_outputs(s, _output_and_saved(_fused_kernels(s)), given, args, specs)
             return y, saved
 
         def forward_fake(*inputs: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -653,6 +653,16 @@ def _define_fused_ops(s: OpSchema, op_name: str) -> tuple[torch._ops.OpOverload,
             torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
     ns = getattr(torch.ops, NAMESPACE)
     return getattr(ns, forward_name).default, getattr(ns, backward_name).default
+
+
+def _output_and_saved(fused: registry.FusedGradient) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """The fused forward kernel with the custom op's two outputs: an average over Y is the caller's."""
+
+    def forward(*arrays: np.ndarray, **args: Any) -> tuple[np.ndarray, np.ndarray]:
+        result = fused.forward(*arrays, **args)
+        return result.output, result.saved
+
+    return forward
 
 
 def _fused_kernels(s: OpSchema) -> registry.FusedGradient:
@@ -743,7 +753,7 @@ class _EagerCall:
     schema: OpSchema
     args: dict[str, Any]
     keep: slice | None
-    total_scale: Callable[[], float] | None
+    total_scale: Callable[[np.ndarray | None], float] | None
 
 
 def host_sum(values: torch.Tensor, scale: float) -> torch.Tensor:
@@ -773,13 +783,13 @@ class _EagerFusedLoss(torch.autograd.Function):
                 call: _EagerCall) -> torch.Tensor:  # type: ignore[override]
         given = _trim([scores, labels, lengths], call.schema)
         arrays = [_to_numpy(t) for t in given]
-        y, unit = registry.fused_gradient(call.schema.name).forward(*arrays, **call.args)  # type: ignore[union-attr]
-        per_session = _from_host(y, scores.dtype)
-        ctx.unit, ctx.call = unit, call
+        fused = registry.fused_gradient(call.schema.name).forward(*arrays, **call.args)  # type: ignore[union-attr]
+        per_session = _from_host(fused.output, scores.dtype)
+        ctx.unit, ctx.call = fused.saved, call
         ctx.save_for_backward(scores, labels, lengths, per_session)
         if call.total_scale is None:
             return per_session
-        ctx.scale = call.total_scale()
+        ctx.scale = call.total_scale(fused.counted)
         return host_sum(_kept(per_session, call.keep), ctx.scale)
 
     @staticmethod
@@ -810,13 +820,15 @@ class _EagerFusedLoss(torch.autograd.Function):
 
 def session_loss_eager(name: str, scores: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor | None,
                        args: dict[str, Any], *, keep: slice | None = None,
-                       total_scale: Callable[[], float] | None = None) -> torch.Tensor:
+                       total_scale: Callable[[np.ndarray | None], float] | None = None) -> torch.Tensor:
     """Session op ``name`` (one with :class:`pairloss.registry.FusedGradient` kernels) on plain CPU tensors
     (:func:`eager_applies`), differentiable in ``scores``, without the custom op's dispatch.
 
-    ``total_scale`` None: the per-session outputs (``[keep]`` of them); else the scalar ``total_scale() *
-    sum(outputs[keep])``, summed in float64. ``total_scale`` is called after the kernel has validated the
-    inputs. Values and gradients are those of the custom op: the same kernels run.
+    ``total_scale`` None: the per-session outputs (``[keep]`` of them); else the scalar ``total_scale(counted)
+    * sum(outputs[keep])``, summed in float64, where ``counted`` is the fused kernel's
+    :attr:`pairloss.registry.FusedForward.counted` (None where only the plain forward ran). ``total_scale``
+    is called after the kernel has validated the inputs. Values and gradients are those of the custom op: the
+    same kernels run.
     """
     s = registry.schema(name)
     call = _EagerCall(s, s.resolve_args(args), keep, total_scale)
@@ -825,7 +837,7 @@ def session_loss_eager(name: str, scores: torch.Tensor, labels: torch.Tensor, le
     else:
         out = _run_plain_kernel(call, [scores, labels, lengths])
         if total_scale is not None:
-            return host_sum(_kept(out, keep), total_scale())
+            return host_sum(_kept(out, keep), total_scale(None))
     return out if total_scale is not None else _kept(out, keep)
 
 

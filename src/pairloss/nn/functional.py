@@ -321,11 +321,14 @@ def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -
     return per_session.sum() / count
 
 
-def _mean_scale(sessions: _Sessions) -> Callable[[], float]:
-    """1 / (kept sessions with a pair), from host labels and lengths (called once the kernel has validated
-    them)."""
+def _mean_scale(sessions: _Sessions) -> Callable[[np.ndarray | None], float]:
+    """1 / (kept sessions with a pair), from the sessions with a pair the fused kernel counted, else from host
+    labels and lengths (called once the kernel has validated them)."""
 
-    def scale() -> float:
+    def scale(with_pairs: np.ndarray | None) -> float:
+        if with_pairs is not None:  # the kernel's own count: a pass over the labels less (1 ms at 1e6 items)
+            kept = with_pairs if sessions.keep is None else with_pairs[sessions.keep]
+            return 1.0 / max(int(np.count_nonzero(kept)), 1)
         labels = sessions.labels.detach()
         if labels.dtype == torch.bfloat16:  # no NumPy dtype; float32 holds every bfloat16 exactly
             labels = labels.float()
@@ -346,7 +349,7 @@ def _session_loss_eager(name: str, sessions: _Sessions, reduction: str, args: di
                               total_scale=scale)
 
 
-def _unit_scale() -> float:
+def _unit_scale(_with_pairs: np.ndarray | None) -> float:
     return 1.0
 
 

@@ -74,6 +74,7 @@ from pairloss.ops.sessions import (
 from pairloss.registry import (
     GI,
     GO,
+    FusedForward,
     I,
     OperatorDef,
     gradient_def,
@@ -534,17 +535,18 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 
 
 def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
-                                   sigma: float, topn: int, gain: str) -> tuple[np.ndarray, np.ndarray]:
-    """(Y, the gradient for Y_grad = 1) with one validation, one set of weights (one sort per session) and
-    one plan: the fused kernel of the torch path."""
+                                   sigma: float, topn: int, gain: str) -> FusedForward:
+    """(Y, the gradient for Y_grad = 1, the sessions with a pair) with one validation, one set of weights (one
+    sort per session) and one plan: the fused kernel of the torch path."""
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     _check_args(lab, sigma, topn, gain)
     plan = plan_sessions(_scaled(flat, sigma), lab, lens, working_precision(x.dtype), full_rows=True)
     weights = weights_for_plan(flat, lab, lens, plan, topn=topn, gain=gain)
     sums, pairs, slope = logistic_forward_and_gradient(plan, weights)
-    scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return out.astype(x.dtype), times_session_values(slope, scale, lens).reshape(x.shape)
+    with_pairs = pairs > 0
+    scale = np.divide(sigma, pairs, out=np.zeros(lens.size), where=with_pairs)
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=with_pairs)
+    return FusedForward(out.astype(x.dtype), times_session_values(slope, scale, lens).reshape(x.shape), with_pairs)
 
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray, lengths: np.ndarray | None = None,

@@ -85,6 +85,7 @@ from pairloss.ops.sessions import (
 from pairloss.registry import (
     GI,
     GO,
+    FusedForward,
     I,
     OperatorDef,
     gradient_def,
@@ -1315,12 +1316,14 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 
 
 def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
-                                   margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """(Y, the gradient for Y_grad = 1) from one pass over the pairs: the fused kernel of the torch path."""
+                                   margin: float) -> FusedForward:
+    """(Y, the gradient for Y_grad = 1, the sessions with a pair) from one pass over the pairs: the fused
+    kernel of the torch path."""
     x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     pairs, sums, unit = _session_terms(flat, lab, lens, float(margin))
-    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return out.astype(x.dtype), unit.reshape(x.shape)
+    with_pairs = pairs > 0
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=with_pairs)
+    return FusedForward(out.astype(x.dtype), unit.reshape(x.shape), with_pairs)
 
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,

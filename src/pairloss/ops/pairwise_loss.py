@@ -60,6 +60,7 @@ from pairloss.ops.sessions import (
 from pairloss.registry import (
     GI,
     GO,
+    FusedForward,
     I,
     OperatorDef,
     gradient_def,
@@ -218,15 +219,17 @@ def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | No
 
 
 def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None
-                                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(Y, the gradient for Y_grad = 1) on one plan: the fused kernel of the torch path (validation, the
-    centres and exponentials and the launches are shared; the pair loops are the forward's and the gradient's)."""
+                                   ) -> FusedForward:
+    """(Y, the gradient for Y_grad = 1, the sessions with a pair) on one plan: the fused kernel of the torch
+    path (validation, the centres and exponentials and the launches are shared; the pair loops are the
+    forward's and the gradient's)."""
     x, flat, lab, lens = prepare_sessions(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     plan = plan_sessions(flat, lab, lens, working_precision(x.dtype), full_rows=True)
     sums, pairs, slope = logistic_forward_and_gradient(plan)
-    inv = np.divide(1.0, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)
-    return out.astype(x.dtype), times_session_values(slope, inv, lens).reshape(x.shape)
+    with_pairs = pairs > 0
+    inv = np.divide(1.0, pairs, out=np.zeros(lens.size), where=with_pairs)
+    out = np.divide(sums, pairs, out=np.zeros(lens.size), where=with_pairs)
+    return FusedForward(out.astype(x.dtype), times_session_values(slope, inv, lens).reshape(x.shape), with_pairs)
 
 
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
