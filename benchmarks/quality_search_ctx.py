@@ -36,7 +36,13 @@ encodings (Gorishniy et al., NeurIPS 2022), both fitted on the training split on
   per-feature linear layer ``bins -> d`` + ReLU before the MLP.
 
 The test split is loaded by ``load_fold_splits`` but never scored.
-``--save-scores`` keeps each fold's and seed's best vali scores for ``quality_ensemble.py``. One thread,
+``--save-scores`` keeps each fold's and seed's best vali scores for ``quality_ensemble.py``.
+
+Issue 12's fifth round: ``--save-curves FILE.npz`` trains every fold and seed for the full ``--epochs`` (no
+early stop) and keeps every epoch's vali scores (float32, shape ``(epochs, n_vali_items)``, key
+``"<fold>/<seed>"``) for ``quality_stopping.py``. The reported best vali value and epoch are still the
+patience rule's (training after the stop does not change the epochs before it, so they equal a run without
+the option); ``vali_full_argmax`` / ``full_argmax_epochs`` add the argmax over all epochs. One thread,
 one process per call::
 
     python benchmarks/quality_search_ctx.py ../shared/data/letor_mq2007_agg --arch attn --cross latent --seeds 2
@@ -235,8 +241,10 @@ def scores_of(net: Net, x: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return out.double()[mask].numpy()
 
 
-def run(args: argparse.Namespace, spec_data: tuple[RankingDataset, RankingDataset], seed: int) -> tuple[float, int,
-                                                                                                         np.ndarray]:
+def run(args: argparse.Namespace, spec_data: tuple[RankingDataset, RankingDataset],
+        seed: int) -> tuple[float, int, np.ndarray, np.ndarray | None]:
+    """Trains one fold/seed: the patience rule's best vali NDCG@10, its epoch and scores, and (with
+    ``--save-curves``) every epoch's vali scores as an ``(epochs, n_vali_items)`` float32 array, else None."""
     train_data, vali = spec_data
     cfg = TrainConfig()
     torch.manual_seed(seed)
@@ -274,6 +282,8 @@ def run(args: argparse.Namespace, spec_data: tuple[RankingDataset, RankingDatase
         net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema)) if args.ema else None
     rng = np.random.default_rng(seed)
     best, best_epoch, bad, best_scores = -math.inf, 0, 0, np.zeros(0)
+    curve: list[np.ndarray] | None = [] if args.save_curves else None
+    stopped = False  # with --save-curves training goes on past the patience stop, which then only freezes `best`
     bs = args.batch
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(tx.shape[0])
@@ -298,13 +308,19 @@ def run(args: argparse.Namespace, spec_data: tuple[RankingDataset, RankingDatase
         v = float(ndcg_at(sc, vali.labels, vali.lengths, 10, gain="exp2", exclude_all_equal=True))
         if sched is not None:
             sched.step(v) if args.sched == "plateau" else sched.step()
+        if curve is not None:
+            curve.append(sc.astype(np.float32))  # exact: the net's scores are float32 widened to float64
+            if stopped:
+                continue
         if v > best:
             best, best_epoch, bad, best_scores = v, epoch, 0, sc
         else:
             bad += 1
             if bad >= args.patience:
-                break
-    return best, best_epoch, best_scores
+                if curve is None:
+                    break
+                stopped = True
+    return best, best_epoch, best_scores, None if curve is None else np.stack(curve)
 
 
 def main() -> None:
@@ -337,6 +353,8 @@ def main() -> None:
     p.add_argument("--bins", type=int, default=16, help="PLE: quantile bins per feature (at most)")
     p.add_argument("--ple-dim", type=int, default=0, help="PLE: per-feature linear layer bins -> d + ReLU (0: none)")
     p.add_argument("--save-scores", default=None, help="an .npz for the best vali scores of each fold/seed")
+    p.add_argument("--save-curves", default=None,
+                   help="an .npz for every epoch's vali scores of each fold/seed; trains all --epochs (no early stop)")
     args = p.parse_args()
     torch.set_num_threads(1)
     global ACTIVATION
@@ -344,14 +362,23 @@ def main() -> None:
     specs = [s for s in find_folds(args.data) if args.folds is None or s.name in args.folds.split(",")]
     report: dict[str, dict[str, object]] = {}
     saved: dict[str, np.ndarray] = {}
+    curves: dict[str, np.ndarray] = {}
     for spec in specs:
         t0 = time.perf_counter()
         train_data, vali, _ = load_fold_splits(spec)  # the test split is loaded by the helper but never used
         if args.train_frac < 1:  # the first sessions (partitions) only: a learning-curve point
             train_data = train_data.subset(np.arange(round(args.train_frac * train_data.n_sessions)))
         per_seed, epochs, ens = [], [], np.zeros(vali.n_items)
+        full_best: list[float] = []
+        full_epochs: list[int] = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            v, e, sc = run(args, (train_data, vali), seed)
+            v, e, sc, curve = run(args, (train_data, vali), seed)
+            if curve is not None:
+                full = [float(ndcg_at(c.astype(np.float64), vali.labels, vali.lengths, 10, gain="exp2",
+                                      exclude_all_equal=True)) for c in curve]
+                full_best.append(round(max(full), 4))
+                full_epochs.append(int(np.argmax(full)) + 1)
+                curves[f"{spec.name}/{seed}"] = curve
             per_seed.append(round(v, 4))
             epochs.append(e)
             ens += (sc - sc.mean()) / (sc.std() + 1e-12)
@@ -359,9 +386,13 @@ def main() -> None:
         ev = float(ndcg_at(ens, vali.labels, vali.lengths, 10, gain="exp2", exclude_all_equal=True))
         report[spec.name] = {"vali_per_seed": per_seed, "best_epochs": epochs, "vali_ensemble": round(ev, 4),
                              "seconds": round(time.perf_counter() - t0, 1)}
+        if args.save_curves:
+            report[spec.name] |= {"vali_full_argmax": full_best, "full_argmax_epochs": full_epochs}
         print(spec.name, report[spec.name], flush=True)
     if args.save_scores:
         np.savez(args.save_scores, **saved)
+    if args.save_curves:
+        np.savez(args.save_curves, **curves)
     seed_means = [float(np.mean(r["vali_per_seed"])) for r in report.values()]  # type: ignore[arg-type]
     per_seed_5fold = np.mean([r["vali_per_seed"] for r in report.values()], axis=0).round(4).tolist()
     ensembles = [float(r["vali_ensemble"]) for r in report.values()]  # type: ignore[arg-type]
