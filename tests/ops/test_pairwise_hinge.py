@@ -579,3 +579,48 @@ def test_calls_sharing_the_label_scratch_each_give_their_own_result() -> None:
     np.testing.assert_array_equal(again[1], unit1)
     np.testing.assert_allclose(y2, ph.reference_forward(scores[:200], second, lengths[:20], margin=1.0), rtol=1e-12)
     assert not np.shares_memory(unit1, unit2) and not np.shares_memory(y1, unit2)
+
+
+@pytest.mark.parametrize("layout", ["lanes", "lanes+rows", "lanes+tiny", "lanes+sorted", "rows", "tiny"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int64_labels_read_as_given_are_their_float64_copy_bit_for_bit(layout: str, threads: int) -> None:
+    # int64 labels go to the side-by-side blocks as they are (no float64 copy); a session on another path
+    # gets the copy. Either way every output is the float64 labels' to the bit, and a session with fewer
+    # than two items still gets a zero gradient
+    sizes = {"lanes": [10] * 40, "lanes+rows": [10] * 40 + [7, 3, 12], "lanes+tiny": [10] * 40 + [0, 1, 1],
+             "lanes+sorted": [10] * 40 + [300], "rows": [7, 3, 12, 50], "tiny": [1, 0, 1]}[layout]
+    rng = np.random.default_rng(41)
+    lengths = np.array(sizes * (40 if threads == 2 else 1))  # past _SERIAL_ITEMS with two threads
+    n = int(lengths.sum())
+    scores, labels = rng.standard_normal(n), rng.integers(0, 5, n)
+    g = rng.standard_normal(lengths.size)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for given in (labels, labels.astype(np.float64)):
+            got = (ph.forward_cpu(scores, given, lengths, margin=1.0),
+                   ph.gradient_cpu(scores, given, g, lengths, margin=1.0),
+                   *ph.forward_with_unit_gradient_cpu(scores, given, lengths, margin=1.0))
+            if given is labels:
+                from_int = got
+            else:
+                for a, b in zip(from_int, got, strict=True):
+                    np.testing.assert_array_equal(a, b)
+    finally:
+        numba.set_num_threads(before)
+    in_tiny = np.repeat(lengths < 2, lengths)
+    assert (from_int[3][in_tiny] == 0).all() and (from_int[1][in_tiny] == 0).all()
+    np.testing.assert_allclose(from_int[0], ph.reference_forward(scores, labels, lengths, margin=1.0), rtol=1e-12)
+    np.testing.assert_allclose(from_int[1], ph.reference_gradient(scores, labels, g, lengths, margin=1.0),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_int64_labels_beyond_float64_integers_raise_on_the_side_by_side_path() -> None:
+    lengths = np.full(8, 10)
+    labels = np.zeros(80, np.int64)
+    labels[5] = 2**53 + 1
+    with pytest.raises(ValueError, match=r"labels must lie within \+-2\^53"):
+        ph.forward_with_unit_gradient_cpu(np.zeros(80), labels, lengths, margin=1.0)
+    labels[5] = 2**53  # the largest exact one is fine, and read-only int64 labels take the copy
+    labels.flags.writeable = False
+    assert ph.forward_cpu(np.zeros(80), labels, lengths, margin=1.0).shape == (8,)
