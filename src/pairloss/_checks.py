@@ -111,13 +111,11 @@ def column_to_flat(name: str, arr: np.ndarray) -> np.ndarray:
 
 
 def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels",
-                      scratch: Callable[[int], np.ndarray] | None = None, *, keep_int64: bool = False) -> np.ndarray:
+                      scratch: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """Relevance labels as a flat float64 (N,) array: integer, float or bool, no NaN.
 
     ``scratch(n)``: n float64 entries of memory that a conversion fills instead of fresh memory (the result
-    is then that memory: for a caller whose labels do not outlive the call). ``keep_int64``: writeable int64
-    labels come back as they are, flat (their range checked as for the copy, with one read and no write),
-    for a kernel that reads them as float64 itself."""
+    is then that memory: for a caller whose labels do not outlive the call)."""
     arr = as_array(name, value)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
             or arr.dtype == np.bool_):
@@ -133,10 +131,8 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels",
     if arr.dtype.kind in "iu" and arr.itemsize == 8 and arr.size:
         # float64 (the kernels' label dtype) holds every integer up to 2^53 exactly; beyond, distinct labels
         # could tie. The copy and the range come from one pass (a minimum, a maximum and a cast were three)
-        given = np.ascontiguousarray(arr.reshape(n))
-        kept = keep_int64 and given.dtype == np.int64 and given.flags.writeable
-        flat = given if kept else np.empty(n, np.float64) if scratch is None else scratch(n)
-        lowest, highest = _int_range(given) if kept else _widen_with_range(given, flat)
+        flat = np.empty(n, np.float64) if scratch is None else scratch(n)
+        lowest, highest = _widen_with_range(np.ascontiguousarray(arr.reshape(n)), flat)
         if highest > 2**53 or lowest < -(2**53):
             msg = f"{name} must lie within +-2^53 (exact in float64); got values up to {max(highest, -lowest)}"
             raise ValueError(msg)
@@ -156,17 +152,6 @@ def as_session_labels(value: npt.ArrayLike, n: int, name: str = "labels",
         msg = f"{name} must be finite; got NaN or inf at positions {describe_values(np.flatnonzero(bad))}"
         raise ValueError(msg)
     return flat
-
-
-@numba.njit(cache=True, nogil=True)
-def _int_range(src):  # pragma: no cover - compiled
-    """(min, max) of 64-bit integers (src non-empty), in one pass."""
-    lowest = highest = src[0]
-    for k in range(src.size):
-        v = src[k]
-        lowest = min(lowest, v)
-        highest = max(highest, v)
-    return lowest, highest
 
 
 @numba.njit(cache=True, nogil=True)

@@ -178,11 +178,9 @@ def _second_order_from_gradient(gradient: Any, scores: np.ndarray, labels: np.nd
 # ---- reference (float64, every pair, PairWiseLoss's loop order) ---------------------------------------
 def prepare_finite(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None,
                    loss_grad: npt.ArrayLike | None = None, *,
-                   label_scratch: Callable[[int], np.ndarray] | None = None,
-                   keep_int64_labels: bool = False) -> tuple[np.ndarray, ...]:
+                   label_scratch: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """prepare_sessions, and the scores must be finite (see the module doc)."""
-    prepared = prepare_sessions(scores, labels, lengths, loss_grad, label_scratch=label_scratch,
-                                keep_int64_labels=keep_int64_labels)
+    prepared = prepare_sessions(scores, labels, lengths, loss_grad, label_scratch=label_scratch)
     flat = prepared[1]
     if not np.isfinite(flat).all():
         bad = ~np.isfinite(flat)
@@ -1258,21 +1256,9 @@ _sessions_loop_serial = serial_twin(_sessions_loop)
 _lane_loop_serial = serial_twin(_lane_loop)
 
 
-@numba.njit(cache=True, nogil=True)
-def _zero_sessions(d, offsets, sessions):  # pragma: no cover - compiled
-    """d = 0 over the listed sessions (of fewer than two items: no pair, no gradient)."""
-    for s in sessions:
-        for k in range(offsets[s], offsets[s + 1]):
-            d[k] = 0.0
-
-
-def _session_terms(flat: np.ndarray, given_labels: np.ndarray, lens: np.ndarray, margin: float
+def _session_terms(flat: np.ndarray, lab: np.ndarray, lens: np.ndarray, margin: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pairs per session, loss sum per session, the gradient for Y_grad = 1 per item), all sessions.
-
-    ``given_labels``: float64, or int64 (prepare_finite's ``keep_int64_labels``), which only the side-by-side
-    blocks read as they are (they widen each label as they gather it); the other paths get a float64 copy,
-    made only when a session takes one of them (1e6 labels: 1.1 ms and 16 MB of memory traffic less)."""
+    """(pairs per session, loss sum per session, the gradient for Y_grad = 1 per item), all sessions."""
     # float32 (and float16) scores go in as float32, which the kernels widen as they read them (no
     # float64 copy of every score: 0.5 ms at 1e6 items), and sort as 32-bit keys (_radix_argsort32)
     narrow = flat.dtype in (np.float16, np.float32)
@@ -1282,9 +1268,6 @@ def _session_terms(flat: np.ndarray, given_labels: np.ndarray, lens: np.ndarray,
     pairs = np.zeros(lens.size, np.int64)
     sums = np.zeros(lens.size, np.float64)
     d = np.empty(x.size, np.float64)
-    lab = given_labels if given_labels.dtype == np.float64 else np.empty(0)
-    if given_labels.dtype != np.float64 and (lens > _LANES_MAX).any():
-        lab = _widened(given_labels)
     threads = numba.get_num_threads()
     # threads need two pieces of work (two sessions with pairs, or one session big enough to split): a lone
     # session on a worker thread only adds the launch, a time slice when loaded
@@ -1316,30 +1299,17 @@ def _session_terms(flat: np.ndarray, given_labels: np.ndarray, lens: np.ndarray,
         if grouped.size:
             n_blocks = blocks.size - 1
             lanes = _lane_loop if parallel and n_blocks >= 2 else _lane_loop_serial
-            lanes(x, given_labels, offsets, grouped, blocks, margin, min(n_blocks, 8 * threads), pairs, sums, d)
-        with_pairs = np.count_nonzero(lens[rest] >= 2)
-        if with_pairs:
-            if lab.size != given_labels.size:
-                lab = _widened(given_labels)
+            lanes(x, lab, offsets, grouped, blocks, margin, min(n_blocks, 8 * threads), pairs, sums, d)
+        if rest.size:
             # a lone session left to the loop (a graded one under _GRADED_PARALLEL_MIN) is serial anyway
-            loop = _sessions_loop if parallel and with_pairs >= 2 else _sessions_loop_serial
+            loop = _sessions_loop if parallel and np.count_nonzero(lens[rest] >= 2) >= 2 else _sessions_loop_serial
             loop(x, bits, lab, offsets, rest, margin, min(rest.size, 8 * threads), pairs, sums, d)
-        elif rest.size:
-            _zero_sessions(d, offsets, rest)
     return pairs, sums, d
-
-
-def _widened(labels: np.ndarray) -> np.ndarray:
-    """int64 labels as float64 (exact: prepare_finite checked them within +-2^53), in kept memory."""
-    wide = _LABEL_SCRATCH.float64(labels.size)
-    np.copyto(wide, labels)
-    return wide
 
 
 def forward_cpu(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray | None = None, *,
                 margin: float) -> np.ndarray:
-    x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64,
-                                        keep_int64_labels=True)
+    x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     pairs, sums, _ = _session_terms(flat, lab, lens, float(margin))
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=pairs > 0)  # no pair: loss 0
     return out.astype(x.dtype)
@@ -1349,8 +1319,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
                                    margin: float) -> FusedForward:
     """(Y, the gradient for Y_grad = 1, the sessions with a pair) from one pass over the pairs: the fused
     kernel of the torch path."""
-    x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64,
-                                        keep_int64_labels=True)
+    x, flat, lab, lens = prepare_finite(scores, labels, lengths, label_scratch=_LABEL_SCRATCH.float64)
     pairs, sums, unit = _session_terms(flat, lab, lens, float(margin))
     with_pairs = pairs > 0
     out = np.divide(sums, pairs, out=np.zeros(lens.size), where=with_pairs)
@@ -1360,7 +1329,7 @@ def forward_with_unit_gradient_cpu(scores: np.ndarray, labels: np.ndarray, lengt
 def gradient_cpu(scores: np.ndarray, labels: np.ndarray, loss_grad: np.ndarray,
                  lengths: np.ndarray | None = None, *, margin: float) -> np.ndarray:
     x, flat, lab, lens, g = prepare_finite(scores, labels, lengths, loss_grad,
-                                           label_scratch=_LABEL_SCRATCH.float64, keep_int64_labels=True)
+                                           label_scratch=_LABEL_SCRATCH.float64)
     _, _, unit = _session_terms(flat, lab, lens, float(margin))
     return times_session_values(unit, g.astype(np.float64), lens).reshape(x.shape).astype(x.dtype)
 

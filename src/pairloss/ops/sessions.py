@@ -74,16 +74,14 @@ def per_session_output(specs: Sequence[tuple[tuple[int, ...], np.dtype]], _args:
 
 def prepare_sessions(scores: npt.ArrayLike, labels: npt.ArrayLike, lengths: npt.ArrayLike | None,
                      loss_grad: npt.ArrayLike | None = None, *,
-                     label_scratch: Callable[[int], np.ndarray] | None = None,
-                     keep_int64_labels: bool = False) -> tuple[np.ndarray, ...]:
+                     label_scratch: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """Validated (scores_2d_or_1d, flat scores, float64 labels, int64 lengths[, flat loss_grad]).
 
-    ``label_scratch``: as_session_labels' ``scratch``, for a kernel whose labels do not outlive the call;
-    ``keep_int64_labels``: its ``keep_int64`` (the labels may then be int64)."""
+    ``label_scratch``: as_session_labels' ``scratch``, for a kernel whose labels do not outlive the call."""
     x = as_float_array("scores", scores)
     flat = column_to_flat("scores", x)
     n = flat.shape[0]
-    labels64 = as_session_labels(labels, n, scratch=label_scratch, keep_int64=keep_int64_labels)
+    labels64 = as_session_labels(labels, n, scratch=label_scratch)
     lens = check_lengths(lengths, n)
     if loss_grad is None:
         return x, flat, labels64, lens
