@@ -678,24 +678,3 @@ def test_fused_forward_counts_the_sessions_a_mean_averages(op: str, seed: int, l
     result = fused.forward(scores, labels, lengths, **kw)
     assert result.counted is not None and result.counted.dtype == np.bool_
     np.testing.assert_array_equal(result.counted, sessions_with_pairs(labels, lengths))
-
-
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=["f16", "f32", "f64"])
-@pytest.mark.parametrize("cores_free", [True, False])
-def test_scaled_copy_rounds_the_float64_product_once_on_either_path(monkeypatch: pytest.MonkeyPatch, dtype: type,
-                                                                    cores_free: bool) -> None:
-    # the fused backward's product: the parallel loop (float32/float64 from _PARALLEL_PRODUCT_MIN items, cores
-    # free) and NumPy's pass give the same bits, and both are the float64 product rounded once
-    from pairloss.ops import sessions
-
-    monkeypatch.setattr(sessions, "_PARALLEL_PRODUCT_MIN", 1000)
-    monkeypatch.setattr(sessions, "cores_free_for", lambda threads: cores_free)
-    values = np.random.default_rng(3).standard_normal(5000) * 1e3
-    values[:4] = [0.0, -0.0, 1e300, -1e-300]  # overflow to inf and underflow to 0 in the narrow dtypes
-    for scale in (0.37, -1.0 / 3.0, 0.0):
-        with np.errstate(over="ignore", under="ignore"):  # NumPy's pass reports the narrow dtypes' overflow
-            got, short = sessions.scaled_copy(values, scale, dtype), sessions.scaled_copy(values[:999], scale, dtype)
-            want = (values * scale).astype(dtype)
-        assert got.dtype == dtype
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(short, want[:999])

@@ -98,7 +98,6 @@ import torch.autograd.forward_ad as fwAD
 from torch._functorch.autograd_function import enable_single_level_autograd_function
 
 from pairloss import registry
-from pairloss.ops.sessions import scaled_copy
 from pairloss.registry import OperatorDef, OpSchema
 
 __all__ = [
@@ -312,13 +311,15 @@ def _from_host(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _scaled_from_host(values: np.ndarray, scale: float, dtype: torch.dtype) -> torch.Tensor:
-    """``_from_host(values * scale, dtype)``, the product taken in float64 and rounded once, in one pass
-    (:func:`pairloss.ops.sessions.scaled_copy`; 1e6 float32: 0.27 against 1.0 ms for the float64 product and
-    then its cast)."""
+    """``_from_host(values * scale, dtype)``, the product taken in float64 and rounded once, in one pass:
+    NumPy writes the rounded product straight into the output (1e6 float32: 0.27 against 1.0 ms for the
+    float64 product and then its cast)."""
     twin = _NUMPY_TWINS.get(dtype)
     if twin is None:
         return _from_host(np.multiply(values, scale, dtype=np.float64), dtype)
-    return torch.from_numpy(scaled_copy(values, scale, twin))
+    out = np.empty(values.shape, twin)
+    np.multiply(values, scale, out=out, dtype=np.float64, casting="same_kind")
+    return torch.from_numpy(out)
 
 
 def _to_tensor(value: Any, spec: tuple[tuple[Any, ...], torch.dtype], inputs: Sequence[np.ndarray],

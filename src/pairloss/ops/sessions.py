@@ -15,7 +15,6 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pairloss._backends import cores_free_for, parallel_launch
 from pairloss._checks import FLT_EPSILON, as_float_array, as_session_labels, check_lengths, column_to_flat
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "prepare_second_order",
     "prepare_sessions",
     "scale_unit_gradient",
-    "scaled_copy",
     "session_offsets",
     "sessions_with_pairs",
     "sigmoid",
@@ -196,34 +194,3 @@ def sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
-
-
-# from this many items the product below is split over two threads: about 0.45 ms a call less at 1e6 items
-# on two idle cores (a launch costs tens of microseconds, a 2^18-item serial pass about 0.2 ms)
-_PARALLEL_PRODUCT_MIN = 1 << 18
-
-
-def scaled_copy(values: np.ndarray, scale: float, dtype: npt.DTypeLike) -> np.ndarray:
-    """``values * scale`` taken in float64 and rounded once to ``dtype``, in one pass: a fused backward's
-    X_grad from its unit gradient when every session has the same output gradient.
-
-    ``values`` float64; ``dtype`` float16, float32 or float64. NumPy writes the rounded product straight
-    into the output; from _PARALLEL_PRODUCT_MIN float32/float64 items on two or more free cores, a parallel
-    loop does, with the same bits (one multiplication and one rounding per item either way). With a core
-    busy the serial pass runs: a launch would wait for a descheduled worker (see ``cores_free_for``).
-    """
-    out = np.empty(values.shape, dtype)
-    worthwhile = (values.size >= _PARALLEL_PRODUCT_MIN and out.dtype in (np.float32, np.float64)
-                  and values.dtype == np.float64 and values.flags.c_contiguous)
-    with parallel_launch(worthwhile) as parallel:
-        if parallel and cores_free_for(numba.get_num_threads()):
-            _scaled_copy_loop(values.reshape(-1), np.float64(scale), out.reshape(-1))
-            return out
-    np.multiply(values, scale, out=out, dtype=np.float64, casting="same_kind")
-    return out
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _scaled_copy_loop(values, scale, out):  # pragma: no cover - compiled
-    for k in numba.prange(values.size):
-        out[k] = values[k] * scale
