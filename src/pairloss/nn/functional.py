@@ -295,13 +295,16 @@ class _HostSum(torch.autograd.Function):
         return tangent.sum() * ctx.scale
 
 
+def _inverse_kept_count(with_pairs: np.ndarray, keep: slice | None) -> float:
+    """1 / (kept sessions with a pair), at least one such session counted."""
+    kept = with_pairs if keep is None else with_pairs[keep]
+    return 1.0 / max(int(np.count_nonzero(kept)), 1)
+
+
 def _host_mean_scale(labels: np.ndarray, lengths: np.ndarray, keep: slice | None) -> float:
     """1 / (kept sessions with a pair), at least one such session counted, from host arrays (the lengths
     are valid: the kernel has run)."""
-    with_pairs = sessions_with_pairs(labels, lengths.astype(np.int64, copy=False))
-    if keep is not None:
-        with_pairs = with_pairs[keep]
-    return 1.0 / max(int(with_pairs.sum()), 1)
+    return _inverse_kept_count(sessions_with_pairs(labels, lengths.astype(np.int64, copy=False)), keep)
 
 
 def _reduce_sessions(per_session: Tensor, sessions: _Sessions, reduction: str) -> Tensor:
@@ -327,8 +330,7 @@ def _mean_scale(sessions: _Sessions) -> Callable[[np.ndarray | None], float]:
 
     def scale(with_pairs: np.ndarray | None) -> float:
         if with_pairs is not None:  # the kernel's own count: a pass over the labels less (1 ms at 1e6 items)
-            kept = with_pairs if sessions.keep is None else with_pairs[sessions.keep]
-            return 1.0 / max(int(np.count_nonzero(kept)), 1)
+            return _inverse_kept_count(with_pairs, sessions.keep)
         labels = sessions.labels.detach()
         if labels.dtype == torch.bfloat16:  # no NumPy dtype; float32 holds every bfloat16 exactly
             labels = labels.float()
