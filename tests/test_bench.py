@@ -45,13 +45,20 @@ def test_session_losses_tiny_run_checks_every_torch_peer(loss: str) -> None:
     assert {r.case for r in rows if r.kind == "limit"} == {f"n={n:,} x {s:,} sessions" for n, s in TINY}
     md = suite.to_markdown(rows)
     assert spec.section in md and "ratio median" in md
-    # the logistic loss is also measured against the limit loop timed in its own interleaved repeats
+    # each loss is also measured against its limit timed in the same interleaved repeats: the logistic
+    # against the limit loop, the hinge against one argsort per session, beside torch's own floor
     same_minutes = {r.case for r in rows if r.kind == "limit" and "interleaved" in r.baseline}
-    if loss == "logistic":
-        assert same_minutes == {f"n={n:,} x {s:,} sessions" for n, s in TINY}
-        assert "pairloss / limit, interleaved" in md
+    assert same_minutes == {f"n={n:,} x {s:,} sessions" for n, s in TINY}
+    assert "pairloss / limit, interleaved" in md
+    less_floor = [r for r in rows if r.ours_label == "pairloss less the torch floor"]
+    if loss == "hinge":
+        assert len(less_floor) == len(TINY)
+        for r in less_floor:
+            front = next(f for f in rows if f.case == r.case and f.ours_label == "pairloss"
+                         and f.baseline == r.baseline)
+            assert 0 < float(r.notes["torch floor"].split()[0]) and r.ours_s < front.ours_s
     else:
-        assert not same_minutes and "pairloss / limit, interleaved" not in md
+        assert not less_floor
 
 
 def test_lambdarank_slot_skips_cleanly_until_the_op_exists() -> None:

@@ -17,6 +17,7 @@ Method (every figure a ratio measured in one process, one loop):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import platform
 import time
@@ -173,6 +174,33 @@ def _pairloss_kernel(op: str, scores: np.ndarray, labels: np.ndarray, op_args: t
     return step
 
 
+def _torch_floor(scores: np.ndarray) -> Callable[[], tuple[Any, Any]]:
+    """The least a loss inside torch autograd can cost on these scores: an ``autograd.Function`` whose forward
+    makes a 0-d tensor and whose backward hands back an unwritten gradient tensor (``torch.empty``: a fresh
+    one, which autograd keeps without a copy, as it keeps pairloss's), called the way the front end is (no
+    pair is looked at). The front end's time less this is what its own work costs."""
+    import torch
+
+    s = torch.from_numpy(scores.reshape(-1).copy()).requires_grad_(True)
+
+    class _NoWork(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return torch.zeros((), dtype=x.dtype)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return torch.empty(s.shape, dtype=s.dtype)
+
+    def step() -> tuple[Any, Any]:
+        s.grad = None
+        value = _NoWork.apply(s)
+        value.backward()
+        return value.detach(), s.grad
+
+    return step
+
+
 @contextlib.contextmanager
 def _numba_threads(n: int) -> Iterator[None]:
     before = numba.get_num_threads()
@@ -281,6 +309,10 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
         if kernel is not None:
             fns["pairloss kernel"] = kernel
             items["pairloss kernel"] = scores.size
+        if spec.limit == "sort":
+            # the sort limit and torch's floor in the same rounds as pairloss (_interleaved_sort_rows)
+            fns[_SORT_INTERLEAVED] = functools.partial(np.argsort, scores, axis=1)
+            fns[_TORCH_FLOOR] = _torch_floor(scores)
         info: dict[str, dict[str, str]] = {}
         for peer in available:
             if peer.max_n is not None and n > peer.max_n:
@@ -339,6 +371,7 @@ def _bench_session_loss(spec: LossSpec, cfg: _Config, logistic_limit: dict[str, 
                                  ours.mean, st.mean * scale))
         rows += _limit_rows(spec, case, n, n_sessions, scores, times, logistic_limit, cfg)
         rows += _interleaved_limit_rows(spec, case, n, n_sessions, times, limit_pairs)
+        rows += _interleaved_sort_rows(spec, case, scores.size, times)
     return rows
 
 
@@ -369,6 +402,31 @@ def _interleaved_limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, 
         per_pair = times[f"compute limit {dtype_name}, interleaved"].per(computed)
         rows += _against_pair_limit(spec, case, n_sessions * n * (n - 1) / 2, times,
                                     f"compute limit {dtype_name}, interleaved (numba, polynomial log1p)", per_pair)
+    return rows
+
+
+_SORT_INTERLEAVED = "sort limit, interleaved (np.argsort per session)"
+_TORCH_FLOOR = "torch autograd floor (a Function that does no work)"
+
+
+def _interleaved_sort_rows(spec: LossSpec, case: str, items: int, times: dict[str, Stats]) -> list[BenchRow]:
+    """pairloss, its fused kernel and its registry ops against one argsort per session timed in the same
+    interleaved repeats, and the front end less torch's floor (its cost per call that no loss inside
+    autograd avoids) against the same sort."""
+    if _SORT_INTERLEAVED not in times:
+        return []
+    limit, floor = times[_SORT_INTERLEAVED], times[_TORCH_FLOOR]
+    rows = []
+    timed = [(who, times[who].median, times[who].mean) for who in _OURS if who in times]
+    timed.append(("pairloss less the torch floor", times["pairloss"].median - floor.median,
+                  times["pairloss"].mean - floor.mean))
+    for who, median, mean in timed:
+        rows.append(BenchRow(spec.section, case, median, _SORT_INTERLEAVED, limit.median,
+                             {"limit ns/item": f"{limit.median / items * 1e9:.1f}",
+                              "ours ns/item": f"{median / items * 1e9:.1f}",
+                              "ours / limit": f"{median / limit.median:.2f}x",
+                              "torch floor": _ms(floor.median)},
+                             mean, limit.mean, kind="limit", ours_label=who))
     return rows
 
 
