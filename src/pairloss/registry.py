@@ -27,6 +27,7 @@ Examples:
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,11 @@ class Output:
     doc: str
 
 
+#: The values each declared argument type takes (coerced to that type); other types pass as given.
+_ACCEPTED: dict[type, tuple[type, ...]] = {float: (int, float, np.integer, np.floating), int: (int, np.integer),
+                                          bool: (bool, np.bool_)}
+
+
 @dataclass(frozen=True)
 class Arg:
     """One declared argument (Caffe2's ``.Arg``), with its type, default and doc."""
@@ -107,15 +113,15 @@ class Arg:
 
     def coerce(self, op_type: str, value: Any) -> Any:
         """Convert ``value`` to the declared type, or raise naming the op and the argument."""
-        accepted = {float: (int, float, np.integer, np.floating), int: (int, np.integer), bool: (bool, np.bool_)}
-        if self.type not in accepted:
+        accepted = _ACCEPTED.get(self.type)
+        if accepted is None:
             return value
         is_bool = isinstance(value, bool | np.bool_)
-        if not isinstance(value, accepted[self.type]) or (is_bool and self.type is not bool):
+        if not isinstance(value, accepted) or (is_bool and self.type is not bool):
             msg = f"{op_type}: argument {self.name!r} must be {self.type.__name__}; got {value!r}"
             raise TypeError(msg)
         converted = self.type(value)
-        if self.type is float and not np.isfinite(converted):
+        if self.type is float and not math.isfinite(converted):
             msg = f"{op_type}: argument {self.name!r} must be finite; got {value!r}"
             raise ValueError(msg)
         return converted

@@ -89,7 +89,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -293,7 +293,9 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach()
     if t.dtype == torch.bfloat16:
         t = t.float()
-    return t.resolve_conj().resolve_neg().numpy()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    return t.numpy()
 
 
 _NUMPY_TWINS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
@@ -740,9 +742,16 @@ def eager_applies(name: str, *tensors: torch.Tensor | None) -> bool:
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     return (_fused_applies(tensors)
-            and all(t is None or (type(t) is torch.Tensor and t.device.type == "cpu") for t in tensors)
+            and all(t is None or (type(t) is torch.Tensor and t.is_cpu) for t in tensors)
             and torch._C._len_torch_function_stack() == 0 and torch._C._len_torch_dispatch_stack() == 0
-            and registry.fused_gradient(name) is not None and registry.has_gradient(name)
+            and _has_eager_kernels(name))
+
+
+@cache
+def _has_eager_kernels(name: str) -> bool:
+    """Op ``name`` has fused gradient kernels and every gradient implemented (what an op registers does not
+    change afterwards; a call's checks are a tenth of a 2-item call's time on these VMs, so they are kept)."""
+    return (registry.fused_gradient(name) is not None and registry.has_gradient(name)
             and not registry.schema(name).unimplemented_gradients)
 
 
@@ -760,7 +769,11 @@ def host_sum(values: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * values.sum()`` of a CPU tensor, summed by NumPy in float64, in ``values``' dtype: a torch
     reduction over many values opens an OpenMP parallel region whose spinning workers stall on a loaded
     machine (measured in pairloss.nn.functional's _HostSum, its differentiable form)."""
-    return torch.tensor(_to_numpy(values).sum(dtype=np.float64) * scale, dtype=values.dtype)
+    total = _to_numpy(values).sum(dtype=np.float64) * scale
+    twin = _NUMPY_TWINS.get(values.dtype)
+    if twin is np.float32 or twin is np.float64:  # rounded as torch.tensor rounds it, in a third of its time
+        return torch.from_numpy(np.array(total, dtype=twin))
+    return torch.tensor(total, dtype=values.dtype)  # float16: torch's own rounding of a float64 to it
 
 
 def _kept(values: torch.Tensor, keep: slice | None) -> torch.Tensor:
@@ -801,8 +814,11 @@ class _EagerFusedLoss(torch.autograd.Function):
         if call.total_scale is not None and call.keep is None and not torch.is_grad_enabled():
             # every session's Y_grad is the same c, so X_grad = c * unit (linear in Y_grad): one product
             # (NumPy: no torch parallel region), with c rounded to the dtype as the per-session path rounds it
-            c = (grad * ctx.scale).item()
-            return _scaled_from_host(ctx.unit, c, scores.dtype).reshape(scores.shape), None, None, None
+            c = grad.item() if ctx.scale == 1.0 else (grad * ctx.scale).item()  # * 1.0 is exact in every dtype
+            x_grad = _scaled_from_host(ctx.unit, c, scores.dtype)
+            if x_grad.shape != scores.shape:
+                x_grad = x_grad.reshape(scores.shape)
+            return x_grad, None, None, None
         if call.total_scale is None:
             y_grad = grad
         else:  # the scalar's gradient spread over the kept sessions

@@ -145,10 +145,10 @@ def host_view(t: Tensor) -> np.ndarray | None:
     """
     if not value_checks_possible(t) or torch._C._functorch.is_functorch_wrapped_tensor(t):
         return None  # traced or transformed: the values are not here
-    if t.device.type != "cpu" or t.layout != torch.strided or t.is_conj() or t.is_neg() or t.dtype == torch.bfloat16:
+    if not t.is_cpu or t.dtype == torch.bfloat16 or t.layout != torch.strided or t.is_conj() or t.is_neg():
         return None
     try:
-        return t.detach().numpy()
+        return (t.detach() if t.requires_grad else t).numpy()
     except (RuntimeError, TypeError):  # subclasses and fake tensors have no storage to share
         return None
 

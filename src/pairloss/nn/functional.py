@@ -157,8 +157,9 @@ def _sessions(scores: object, labels: object, lengths: object, mask: object, pad
             if lens.device.type == "cpu" and value_checks_possible(lens) and lens.numel():
                 host = host_view(lens)
                 if host is not None:
-                    bad_at = np.flatnonzero((host < 0) | (host > n))
-                    index = int(bad_at[0]) if bad_at.size else -1
+                    index = -1
+                    if host.min() < 0 or host.max() > n:  # the mask and its search only for a bad size
+                        index = int(np.flatnonzero((host < 0) | (host > n))[0])
                 else:
                     out_of_range = (lens < 0) | (lens > n)
                     index = int(torch.nonzero(out_of_range)[0, 0]) if bool(out_of_range.any()) else -1
@@ -188,8 +189,6 @@ def _check_non_negative(labels: Tensor, valid: Tensor | None, pad_value: float |
     would silently count as a real label."""
     if not (labels.is_floating_point() or labels.dtype.is_signed):
         return
-    hint = ("declare padding with mask=... or padding_label=..." if pad_value is None and valid is None
-            else "only declared padding may be negative")
     host_labels = host_view(labels)
     host_valid = None if valid is None else host_view(valid)
     if host_labels is not None and (valid is None or host_valid is not None):
@@ -208,13 +207,19 @@ def _check_non_negative(labels: Tensor, valid: Tensor | None, pad_value: float |
             bad = bad & valid
         if not value_checks_possible(bad):
             if torch.compiler.is_compiling():
-                torch._assert_async(~bad.any(), f"labels must be >= 0 (relevance grades); {hint}")
+                torch._assert_async(~bad.any(), f"labels must be >= 0 (relevance grades); "
+                                                f"{_negative_label_hint(valid, pad_value)}")
             return
         index = int(torch.nonzero(bad)[0, 0]) if bool(bad.any()) else -1
     if index >= 0:
         msg = (f"labels must be >= 0 (relevance grades); got {labels[index].item()} at flat index {index}; "
-               f"{hint}")
+               f"{_negative_label_hint(valid, pad_value)}")
         raise ValueError(msg)
+
+
+def _negative_label_hint(valid: Tensor | None, pad_value: float | None) -> str:
+    return ("declare padding with mask=... or padding_label=..." if pad_value is None and valid is None
+            else "only declared padding may be negative")
 
 
 def _session_ids(lengths: Tensor, n: int) -> Tensor:
