@@ -798,7 +798,7 @@ class _EagerFusedLoss(torch.autograd.Function):
         arrays = [_to_numpy(t) for t in given]
         fused = registry.fused_gradient(call.schema.name).forward(*arrays, **call.args)  # type: ignore[union-attr]
         per_session = _from_host(fused.output, scores.dtype)
-        ctx.unit, ctx.call = fused.saved, call
+        ctx.unit, ctx.call, ctx.dtype, ctx.shape = fused.saved, call, scores.dtype, scores.shape
         ctx.save_for_backward(scores, labels, lengths, per_session)
         if call.total_scale is None:
             return per_session
@@ -807,18 +807,20 @@ class _EagerFusedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
-        scores, labels, lengths, per_session = ctx.saved_tensors
         call: _EagerCall = ctx.call
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         if call.total_scale is not None and call.keep is None and not torch.is_grad_enabled():
             # every session's Y_grad is the same c, so X_grad = c * unit (linear in Y_grad): one product
-            # (NumPy: no torch parallel region), with c rounded to the dtype as the per-session path rounds it
+            # (NumPy: no torch parallel region), with c rounded to the dtype as the per-session path rounds it.
+            # The saved tensors are not read (the unit gradient holds all it needs), as torch's own ops whose
+            # backward needs no input
             c = grad.item() if ctx.scale == 1.0 else (grad * ctx.scale).item()  # * 1.0 is exact in every dtype
-            x_grad = _scaled_from_host(ctx.unit, c, scores.dtype)
-            if x_grad.shape != scores.shape:
-                x_grad = x_grad.reshape(scores.shape)
+            x_grad = _scaled_from_host(ctx.unit, c, ctx.dtype)
+            if x_grad.shape != ctx.shape:
+                x_grad = x_grad.reshape(ctx.shape)
             return x_grad, None, None, None
+        scores, labels, lengths, per_session = ctx.saved_tensors
         if call.total_scale is None:
             y_grad = grad
         else:  # the scalar's gradient spread over the kept sessions

@@ -154,7 +154,7 @@ def _sessions(scores: object, labels: object, lengths: object, mask: object, pad
             # the sum and the signs are checked by the kernel: reading values here would force a device
             # sync and break torch.compile(fullgraph=True). On the CPU (no sync) each size is bounded
             # first, so no sum can wrap around int64 on its way to a kernel
-            if lens.device.type == "cpu" and value_checks_possible(lens) and lens.numel():
+            if lens.is_cpu and value_checks_possible(lens) and lens.numel():
                 host = host_view(lens)
                 if host is not None:
                     index = -1
@@ -174,7 +174,7 @@ def _sessions(scores: object, labels: object, lengths: object, mask: object, pad
     if pad_value is not None:
         real = flat_lab.reshape(-1) != pad_value
         valid = real if valid is None else valid & real
-    _check_non_negative(flat_lab.reshape(-1), valid, pad_value)
+    _check_non_negative(flat_lab if flat_lab.dim() == 1 else flat_lab.reshape(-1), valid, pad_value)
     if valid is None:
         return _Sessions(flat_s, flat_lab, lens, None)
     flat_s, flat_lab = flat_s.reshape(-1), flat_lab.reshape(-1)
