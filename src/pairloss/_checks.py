@@ -180,7 +180,11 @@ def check_lengths(value: npt.ArrayLike | None, n: int, name: str = "lengths") ->
         # checked before any sum: values within [0, n] cannot wrap an int64 running sum before it passes n
         msg = f"{name} must be non-negative sizes of at most N={n}; got {describe_values(arr)}"
         raise ValueError(msg)
-    lengths = arr.astype(np.int64, copy=False)  # the kernels only read it
+    # the kernels only read the sizes: int64 ones are used as they are when contiguous and writeable (a
+    # strided or read-only array would cost each kernel a compilation of its own)
+    lengths = np.ascontiguousarray(arr, dtype=np.int64)
+    if not lengths.flags.writeable:
+        lengths = lengths.copy()
     # sizes in [0, n]: the running sum is non-decreasing and cannot wrap (S * n < 2^63), so its last value
     # is its largest
     total = int(lengths.sum())
