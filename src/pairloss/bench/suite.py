@@ -415,19 +415,25 @@ def _interleaved_sort_rows(spec: LossSpec, case: str, items: int, times: dict[st
     autograd avoids) against the same sort."""
     if _SORT_INTERLEAVED not in times:
         return []
-    limit, floor = times[_SORT_INTERLEAVED], times[_TORCH_FLOOR]
-    rows = []
-    timed = [(who, times[who].median, times[who].mean) for who in _OURS if who in times]
-    timed.append(("pairloss less the torch floor", times["pairloss"].median - floor.median,
-                  times["pairloss"].mean - floor.mean))
-    for who, median, mean in timed:
-        rows.append(BenchRow(spec.section, case, median, _SORT_INTERLEAVED, limit.median,
-                             {"limit ns/item": f"{limit.median / items * 1e9:.1f}",
-                              "ours ns/item": f"{median / items * 1e9:.1f}",
-                              "ours / limit": f"{median / limit.median:.2f}x",
-                              "torch floor": _ms(floor.median)},
-                             mean, limit.mean, kind="limit", ours_label=who))
-    return rows
+    floor = times[_TORCH_FLOOR]
+    timed = {who: times[who] for who in _OURS if who in times}
+    front = times["pairloss"]
+    timed["pairloss less the torch floor"] = Stats(front.median - floor.median, front.mean - floor.mean,
+                                                   front.repeats)
+    return _against_sort_limit(spec, case, items, timed, _SORT_INTERLEAVED, times[_SORT_INTERLEAVED],
+                               {"torch floor": _ms(floor.median)})
+
+
+def _against_sort_limit(spec: LossSpec, case: str, items: int, timed: dict[str, Stats], label: str,
+                        limit: Stats, notes: dict[str, str] | None = None) -> list[BenchRow]:
+    """Rows of each of ``timed`` (pairloss, its fused kernel, its registry ops...) against a sort limit
+    ``limit`` (seconds per call on this case's ``items``), with ``notes`` added to each."""
+    return [BenchRow(spec.section, case, st.median, label, limit.median,
+                     {"limit ns/item": f"{limit.median / items * 1e9:.1f}",
+                      "ours ns/item": f"{st.median / items * 1e9:.1f}",
+                      "ours / limit": f"{st.median / limit.median:.2f}x", **(notes or {})},
+                     st.mean, limit.mean, kind="limit", ours_label=who)
+            for who, st in timed.items()]
 
 
 def _against_pair_limit(spec: LossSpec, case: str, pairs: float, times: dict[str, Stats], label: str,
@@ -460,15 +466,8 @@ def _limit_rows(spec: LossSpec, case: str, n: int, n_sessions: int, scores: np.n
     elif spec.limit == "sort":
         lim = limits.hinge_sort_limit(scores, cfg.repeats)
         name, best = min(lim.items(), key=lambda kv: kv[1].median)
-        for who in _OURS:
-            if who not in times:
-                continue
-            st = times[who]
-            rows.append(BenchRow(spec.section, case, st.median, f"sort limit ({name})", best.median * scores.size,
-                                 {"limit ns/item": f"{best.median * 1e9:.1f}",
-                                  "ours ns/item": f"{st.median / scores.size * 1e9:.1f}",
-                                  "ours / limit": f"{st.median / (best.median * scores.size):.2f}x"},
-                                 st.mean, best.mean * scores.size, kind="limit", ours_label=who))
+        rows += _against_sort_limit(spec, case, scores.size, {who: times[who] for who in _OURS if who in times},
+                                    f"sort limit ({name})", best.per(1 / scores.size))
     return rows
 
 
